@@ -1,0 +1,3 @@
+from hive_data.cli import main
+
+main()

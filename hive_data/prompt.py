@@ -1,0 +1,47 @@
+"""The one prompt layout for text-to-SQL (and other schema-grounded) rows.
+
+Training and inference must build byte-identical prompts, so this module is the only place that
+knows the layout. Inference code calls `sql_messages(question, schema, dialect)` (no answer) and
+renders with the same chat template, `add_generation_prompt=True`.
+
+Layout::
+
+    system:    You translate questions into {Dialect} SQL. Answer with one SQL query and nothing else.
+               <blank line>
+               {schema}            # the canonical schema, which starts with "-- Dialect: ..."
+    user:      {question}
+    assistant: {answer}
+"""
+
+from __future__ import annotations
+
+DIALECT_NAMES = {
+    "postgres": "PostgreSQL",
+    "mysql": "MySQL",
+    "sqlite": "SQLite",
+    "tsql": "T-SQL",
+    "oracle": "Oracle",
+    "duckdb": "DuckDB",
+    "bigquery": "BigQuery",
+    "snowflake": "Snowflake",
+    "cypher": "Cypher",
+}
+
+SYSTEM_TEMPLATE = "You translate questions into {dialect} SQL. Answer with one SQL query and nothing else."
+
+
+def system_prompt(schema: str | None, dialect: str) -> str:
+    head = SYSTEM_TEMPLATE.format(dialect=DIALECT_NAMES.get(dialect, dialect))
+    schema = (schema or "").strip()
+    return f"{head}\n\n{schema}" if schema else head
+
+
+def sql_messages(question: str, schema: str | None, dialect: str, answer: str | None = None) -> list[dict]:
+    """Chat messages for one text-to-SQL example; omit `answer` to build an inference prompt."""
+    messages = [
+        {"role": "system", "content": system_prompt(schema, dialect)},
+        {"role": "user", "content": question.strip()},
+    ]
+    if answer is not None:
+        messages.append({"role": "assistant", "content": answer.strip()})
+    return messages
