@@ -1,0 +1,218 @@
+"""SQL answers: transpile to the target dialect and verify them (parse, or EXPLAIN in PostgreSQL).
+
+Levels:
+
+- ``parse``: the answer parses in its source dialect as exactly one statement (not sqlglot's opaque
+  ``Command`` fallback), transpiles to the target with the schema's identifier policy, and the result
+  parses again in the target dialect.
+- ``explain``: additionally, PostgreSQL plans ``EXPLAIN <answer>`` against the row's canonical schema,
+  which catches unknown tables and columns, type errors and syntax from another dialect.
+
+EXPLAIN never runs the statement. On top of that, each answer runs in a ``READ ONLY`` transaction that
+is always rolled back, under a statement timeout, with ``search_path`` set to a scratch schema that
+holds only the row's tables (one per distinct schema text). Statements EXPLAIN cannot take (DDL,
+COPY, SET, ...) are rejected before they reach the server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ErrorLevel, ParseError, SqlglotError, TokenError
+
+from hive_data.errors import SQLError
+
+EXPLAINABLE = (exp.Select, exp.SetOperation, exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Values)
+VERIFY_LEVELS = ("parse", "explain")
+
+# sqlglot logs a warning for every statement it falls back to `Command` on; we report those ourselves.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
+
+
+def _identifier_policy():
+    from hive_data.ddl import apply_identifier_policy
+
+    return apply_identifier_policy
+
+
+def guess_read(sql: str) -> str:
+    """A source dialect for an answer with no schema to detect it from: backticks mean MySQL,
+    bracketed names T-SQL, anything else is read as PostgreSQL."""
+    if "`" in sql:
+        return "mysql"
+    if re.search(r"\[[A-Za-z_][^\]\n]*\]", sql) and not re.search(r"\bARRAY\s*\[", sql, re.I):
+        return "tsql"
+    return "postgres"
+
+
+def _parse_error(err: SqlglotError, sql: str, what: str) -> SQLError:
+    if isinstance(err, ParseError) and err.errors:
+        first = err.errors[0]
+        desc = first.get("description") or str(err)
+        near = (first.get("highlight") or "").strip()
+        reason = f"{what}: {desc}" + (f" near {near!r}" if near else "")
+        return SQLError(reason, line=first.get("line"), col=first.get("col"))
+    return SQLError(f"{what}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+
+
+def parse_statement(sql: str, dialect: str, what: str = "does not parse") -> exp.Expr:
+    """Exactly one real statement of `dialect`; SQLError (with line/col where known) otherwise."""
+    if not isinstance(sql, str) or not sql.strip():
+        raise SQLError("empty answer")
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+    except (ParseError, TokenError) as err:
+        raise _parse_error(err, sql, f"{what} as {dialect}") from None
+    except SqlglotError as err:
+        raise SQLError(f"{what} as {dialect}: {err}") from None
+    if not statements:
+        raise SQLError("empty answer")
+    if len(statements) > 1:
+        raise SQLError(f"answer holds {len(statements)} statements, expected one")
+    stmt = statements[0]
+    if isinstance(stmt, exp.Command):
+        head = stmt.name or str(stmt.this)
+        raise SQLError(f"{what} as {dialect}: unsupported {head} syntax (sqlglot cannot read it)")
+    return stmt
+
+
+def transpile_answer(sql: str, read: str, dialect: str) -> str:
+    """The answer in the `dialect`, with the canonical schema's identifier policy, one line per
+    statement as sqlglot prints it. Raises SQLError when it cannot be read, transpiled or re-read."""
+    stmt = parse_statement(sql, read, "does not parse")
+    stmt = _identifier_policy()(stmt, dialect)
+    try:
+        out = stmt.sql(dialect=dialect, unsupported_level=ErrorLevel.RAISE)
+    except SqlglotError as err:
+        raise SQLError(f"cannot transpile {read} to {dialect}: {str(err).splitlines()[0]}") from None
+    try:
+        check = parse_statement(out, dialect, "transpiled answer does not parse")
+        if type(check) is not type(stmt):
+            raise SQLError(
+                f"transpiled answer reads back as {type(check).__name__}, not {type(stmt).__name__}"
+            )
+    except SQLError as err:
+        err.step = "parse"  # the source was fine; the target dialect cannot take the result
+        raise
+    return out
+
+
+def schema_key(schema: str, data: tuple[str, ...] = ()) -> str:
+    digest = hashlib.blake2b(schema.encode(), digest_size=8)
+    for stmt in data:
+        digest.update(b"\0" + stmt.encode())
+    return digest.hexdigest()
+
+
+class ExplainVerifier:
+    """EXPLAINs answers in a PostgreSQL server, one scratch schema per distinct schema text.
+
+    Scratch schemas are named `<prefix>_<hash>`; give each process its own prefix. They are dropped by
+    `close()` (and vanish with the embedded server anyway).
+    """
+
+    def __init__(self, uri: str, *, timeout_ms: int = 5000, prefix: str = "hive_verify"):
+        import psycopg
+
+        self._psycopg = psycopg
+        self.uri = uri
+        self.timeout_ms = int(timeout_ms)
+        self.prefix = re.sub(r"\W", "_", prefix).lower()
+        self.conn = psycopg.connect(uri, autocommit=True)
+        self.schemas: dict[str, str | SQLError] = {}
+
+    def close(self) -> None:
+        try:
+            for name in self.schemas.values():
+                if isinstance(name, str):
+                    self.conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        except self._psycopg.Error:
+            pass
+        self.conn.close()
+
+    def __enter__(self) -> ExplainVerifier:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _run(self, sql: str) -> None:
+        try:
+            self.conn.execute(sql)
+        except self._psycopg.OperationalError:
+            if not self.conn.closed:
+                raise
+            self.conn = self._psycopg.connect(self.uri, autocommit=True)  # server dropped us: once more
+            self.conn.execute(sql)
+
+    def _rollback(self) -> None:
+        try:
+            self.conn.execute("ROLLBACK")
+        except self._psycopg.Error:
+            if self.conn.closed:
+                self.conn = self._psycopg.connect(self.uri, autocommit=True)
+
+    def schema(self, schema: str, data: tuple[str, ...] = ()) -> str:
+        """Create (once) the scratch schema for this schema text; its name, or SQLError if the DDL
+        does not execute."""
+        key = schema_key(schema, data)
+        got = self.schemas.get(key)
+        if got is None:
+            name = f"{self.prefix}_{key}"
+            body = ";\n".join(s.rstrip().rstrip(";") for s in (schema, *data) if s.strip())
+            try:
+                self._run(
+                    f'BEGIN; DROP SCHEMA IF EXISTS "{name}" CASCADE; CREATE SCHEMA "{name}"; '
+                    f'SET LOCAL search_path TO "{name}"; SET LOCAL statement_timeout = {self.timeout_ms * 4};\n'
+                    f"{body};\nCOMMIT"
+                )
+                got = name
+            except self._psycopg.Error as err:
+                self._rollback()
+                got = SQLError(f"schema does not execute in PostgreSQL: {_pg_message(err)}")
+            self.schemas[key] = got
+        if isinstance(got, SQLError):
+            raise SQLError(got.reason)
+        return got
+
+    def explain(
+        self, answer: str, schema: str, data: tuple[str, ...] = (), *, dialect: str = "postgres"
+    ) -> None:
+        """Raise SQLError unless PostgreSQL plans `EXPLAIN answer` against `schema`."""
+        stmt = parse_statement(answer, dialect, "does not parse")
+        if not isinstance(stmt, EXPLAINABLE):
+            kind = stmt.key.upper()
+            raise SQLError(
+                f"EXPLAIN cannot verify a {kind} statement (only SELECT, INSERT, UPDATE, DELETE, MERGE)"
+            )
+        name = self.schema(schema, data)
+        prefix = (
+            f'BEGIN READ ONLY; SET LOCAL search_path TO "{name}"; '
+            f"SET LOCAL statement_timeout = {self.timeout_ms}; SET LOCAL lock_timeout = {self.timeout_ms}; EXPLAIN "
+        )
+        try:
+            self._run(prefix + answer + "\n;ROLLBACK")
+        except self._psycopg.Error as err:
+            self._rollback()
+            line = col = None
+            pos = err.diag.statement_position if hasattr(err, "diag") else None
+            if pos and int(pos) > len(prefix):
+                offset = int(pos) - len(prefix) - 1
+                before = answer[:offset]
+                line, col = before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
+            if isinstance(err, self._psycopg.errors.QueryCanceled):
+                raise SQLError(f"EXPLAIN timed out after {self.timeout_ms} ms") from None
+            raise SQLError(f"EXPLAIN: {_pg_message(err)}", line=line, col=col) from None
+
+
+def _pg_message(err) -> str:
+    diag = getattr(err, "diag", None)
+    msg = (diag.message_primary if diag else None) or str(err).splitlines()[0]
+    hint = diag.message_hint if diag else None
+    code = diag.sqlstate if diag else None
+    text = msg + (f" (hint: {hint})" if hint else "")
+    return f"{text} [{code}]" if code else text
