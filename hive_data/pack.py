@@ -1,0 +1,638 @@
+"""`pack_dataset`: rows -> chat messages -> token ids + loss masks -> global BFD rows -> Arrow shards.
+
+Stages (each a function or module of its own):
+
+1. read rows (`hive_data.records`), turn them into messages, unreadable rows go to the rejects file;
+2. render and tokenize in batches, in `num_proc` worker processes (`hive_data.chat`); token ids and
+   masks are spilled to flat files in the staging directory as they arrive, so memory holds only a few
+   numbers per row;
+3. drop overlong rows (or stop, with `overlong="error"`), remove exact duplicate conversations, split
+   train/val by a hash of each conversation's content;
+4. pack each split with global best-fit-decreasing (`hive_data.packing`), rows in seeded order;
+5. write shards (`hive_data.shards.ShardWriter`), `rejects.jsonl` and `manifest.json` into the
+   staging directory and swap it in as the output (`hive_data.atomic.commit_dir`).
+
+The result depends only on the inputs, the tokenizer and the options, never on `num_proc` or batch
+sizes: batches are processed in input order and everything after stage 2 is a pure function of the
+concatenated arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from tqdm import tqdm
+
+from hive_data import __version__
+from hive_data.atomic import commit_dir, new_staging_dir, remove_stale
+from hive_data.chat import LOSS_POLICIES, THINK_POLICIES, ChatRenderer, chat_template_sha256
+from hive_data.errors import ConfigError, HiveError, PackError, RecordError, ShardError
+from hive_data.packing import Packing, best_fit_decreasing, length_histogram, shuffle_rows
+from hive_data.shards import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    SCHEMA,
+    ShardWriter,
+    open_shards,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
+
+REJECTS = "rejects.jsonl"
+OVERLONG_POLICIES = ("drop", "error")
+# Files that define a tokenizer directory (hashed for the manifest; model weights are not).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+)
+INPUT_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+
+
+@dataclass
+class PackConfig:
+    """Options of a pack; the defaults are the ones of `hive-data pack`."""
+
+    tokenizer: str = "Qwen/Qwen3-0.6B"
+    seq: int = 2048
+    loss: str = "assistant"  # "assistant" | "all"
+    think: str = "empty"  # "empty" | "keep" | "strip"
+    val: float = 0.02
+    seed: int = 0
+    overlong: str = "drop"  # "drop" | "error"
+    keep_duplicates: bool = False
+    shard_tokens: int = 50_000_000
+    fmt: str | None = None
+    mapping: dict[str, str] | None = None
+    num_proc: int = 0  # 0: one process per CPU core, at most 8
+    batch_rows: int = 1000
+    force: bool = False
+    progress: bool = True
+
+    def check(self) -> None:
+        if self.seq < 16:
+            raise ConfigError(f"--seq must be at least 16, got {self.seq}")
+        if self.loss not in LOSS_POLICIES:
+            raise ConfigError(f"--loss must be one of {', '.join(LOSS_POLICIES)}, got {self.loss!r}")
+        if self.think not in THINK_POLICIES:
+            raise ConfigError(f"--think must be one of {', '.join(THINK_POLICIES)}, got {self.think!r}")
+        if self.overlong not in OVERLONG_POLICIES:
+            raise ConfigError(
+                f"--overlong must be one of {', '.join(OVERLONG_POLICIES)}, got {self.overlong!r}"
+            )
+        if not 0.0 <= self.val < 1.0:
+            raise ConfigError(f"--val must be in [0, 1), got {self.val}")
+        if self.shard_tokens < 1:
+            raise ConfigError(f"--shard-tokens must be positive, got {self.shard_tokens}")
+        if self.num_proc < 0 or self.batch_rows < 1:
+            raise ConfigError("--num-proc must be >= 0 and batch_rows >= 1")
+
+    def workers(self) -> int:
+        return self.num_proc or max(1, min(os.cpu_count() or 1, 8))
+
+    def output_options(self) -> dict:
+        """The options that decide the output bytes (num_proc, batch size and progress do not)."""
+        skip = {"tokenizer", "num_proc", "batch_rows", "force", "progress"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+
+@dataclass
+class PackResult:
+    output: Path
+    manifest: dict
+    skipped: bool = False  # True when the output was already up to date
+    rejects: int = 0
+
+
+# ---------------------------------------------------------------------------------------- tokenizer
+
+
+def load_tokenizer(name_or_path: str):
+    """A Hugging Face fast tokenizer by hub id or local directory; `PackError` when it cannot be loaded."""
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except Exception as err:  # transformers raises OSError, ValueError, HF hub errors...
+        raise PackError(f"cannot load tokenizer {name_or_path!r}: {type(err).__name__}: {err}") from None
+
+
+def tokenizer_info(tokenizer) -> dict:
+    """Identity of a tokenizer for the manifest: name, content hash, vocab size, pad/eos ids."""
+    content = hashlib.sha256()
+    content.update(tokenizer.backend_tokenizer.to_str().encode("utf-8"))
+    specials = {
+        "eos": tokenizer.eos_token,
+        "pad": tokenizer.pad_token,
+        "all": list(tokenizer.all_special_tokens),
+    }
+    content.update(json.dumps(specials, sort_keys=True).encode("utf-8"))
+    info = {
+        "name_or_path": str(tokenizer.name_or_path),
+        "sha256": content.hexdigest(),
+        "vocab_size": len(tokenizer),
+        "pad_id": tokenizer.pad_token_id,
+        "eos_id": tokenizer.eos_token_id,
+        "pad_token": tokenizer.pad_token,
+        "eos_token": tokenizer.eos_token,
+    }
+    root = Path(str(tokenizer.name_or_path))
+    if root.is_dir():
+        info["files"] = {n: sha256_file(root / n) for n in TOKENIZER_FILES if (root / n).is_file()}
+    return info
+
+
+# ---------------------------------------------------------------------------------------- inputs
+
+
+def input_files(inputs: Sequence[str | os.PathLike]) -> list[dict]:
+    """Every input with its sha256 (directories expand to their data files; hub ids have no hash)."""
+    out = []
+    for src in inputs:
+        path = Path(src)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES)
+        elif path.is_file():
+            files = [path]
+        else:
+            out.append({"path": str(src), "sha256": None})
+            continue
+        out.extend({"path": str(p), "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files)
+    return out
+
+
+def conversation_hash(messages: Sequence[Mapping]) -> bytes:
+    """16-byte content hash of a conversation (roles, contents, reasoning): duplicates and the split."""
+    canon = [[m.get("role"), m.get("content"), m.get("reasoning_content")] for m in messages]
+    text = json.dumps(canon, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+def val_mask(hashes: np.ndarray, val: float) -> np.ndarray:
+    """True for rows in the validation split: the first 8 bytes of the content hash, as a fraction of
+    2**64, below `val`. A row's split depends on its content only, not on its position or neighbours."""
+    if val <= 0 or len(hashes) == 0:
+        return np.zeros(len(hashes), dtype=bool)
+    head = np.ascontiguousarray(hashes[:, :8]).view(">u8").ravel()
+    return head < np.uint64(int(val * 2**64))
+
+
+def first_occurrences(hashes: np.ndarray) -> np.ndarray:
+    """Boolean mask of rows whose content hash was not seen at an earlier row."""
+    keep = np.zeros(len(hashes), dtype=bool)
+    if len(hashes):
+        keys = np.ascontiguousarray(hashes).view(np.dtype((np.void, hashes.shape[1]))).ravel()
+        _, first = np.unique(keys, return_index=True)
+        keep[first] = True
+    return keep
+
+
+# ---------------------------------------------------------------------------------------- workers
+
+_RENDERER: ChatRenderer | None = None
+
+
+def _init_worker(tokenizer_name: str, loss: str, think: str) -> None:
+    global _RENDERER
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already
+    if _RENDERER is None:  # inherited through fork when available
+        _RENDERER = ChatRenderer(load_tokenizer(tokenizer_name), loss=loss, think=think)
+
+
+def _encode_task(conversations: list[list[dict]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    enc = _RENDERER.encode(conversations)
+    hashes = np.frombuffer(b"".join(conversation_hash(c) for c in conversations), dtype=np.uint8)
+    return hashes.reshape(-1, 16), enc.ids, enc.mask, enc.lengths
+
+
+class _Spill:
+    """Token ids and masks of all conversations, appended to flat files in input order."""
+
+    def __init__(self, directory: Path):
+        self.ids_path = directory / ".tokens.int32"
+        self.mask_path = directory / ".mask.int8"
+        self._ids = open(self.ids_path, "wb")
+        self._mask = open(self.mask_path, "wb")
+        self.lengths: list[np.ndarray] = []
+        self.hashes: list[np.ndarray] = []
+        self.loss: list[np.ndarray] = []
+
+    def append(self, hashes: np.ndarray, ids: np.ndarray, mask: np.ndarray, lengths: np.ndarray) -> None:
+        ids.astype(np.int32, copy=False).tofile(self._ids)
+        mask.astype(np.int8, copy=False).tofile(self._mask)
+        self.hashes.append(hashes)
+        self.lengths.append(lengths.astype(np.int64, copy=False))
+        if len(lengths):
+            starts = np.zeros(len(lengths), dtype=np.int64)
+            np.cumsum(lengths[:-1], out=starts[1:])
+            nonempty = lengths > 0
+            loss = np.zeros(len(lengths), dtype=np.int64)
+            loss[nonempty] = np.add.reduceat(mask.astype(np.int64), starts[nonempty])
+            self.loss.append(loss)
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        self._ids.close()
+        self._mask.close()
+        lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int64)
+        hashes = np.concatenate(self.hashes) if self.hashes else np.zeros((0, 16), np.uint8)
+        loss = np.concatenate(self.loss) if self.loss else np.zeros(0, np.int64)
+        total = int(lengths.sum())
+        ids = (
+            np.memmap(self.ids_path, dtype=np.int32, mode="r", shape=(total,))
+            if total
+            else np.zeros(0, np.int32)
+        )
+        mask = (
+            np.memmap(self.mask_path, dtype=np.int8, mode="r", shape=(total,))
+            if total
+            else np.zeros(0, np.int8)
+        )
+        return hashes, lengths, loss, ids, mask
+
+    def remove(self) -> None:
+        for path in (self.ids_path, self.mask_path):
+            path.unlink(missing_ok=True)
+
+
+def _batched(it: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in it:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _map_ordered(fn, batches: Iterable, workers: int, init_args: tuple) -> Iterator:
+    """fn over batches, results in input order, at most 2 batches per worker in flight (bounded memory)."""
+    if workers <= 1:
+        for batch in batches:
+            yield fn(batch)
+        return
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    with ctx.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(pool.apply_async(fn, (batch,)))
+            while len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+# ---------------------------------------------------------------------------------------- pipeline
+
+
+@dataclass
+class _Rows:
+    """Where each tokenized conversation came from (parallel arrays, input order)."""
+
+    sources: list[str] = field(default_factory=list)
+    source_index: dict[str, int] = field(default_factory=dict)
+    src: list[int] = field(default_factory=list)
+    row: list[int] = field(default_factory=list)
+    line: list[int] = field(default_factory=list)
+
+    def add(self, source: str, row: int, line: int | None) -> None:
+        index = self.source_index.get(source)
+        if index is None:
+            index = self.source_index[source] = len(self.sources)
+            self.sources.append(source)
+        self.src.append(index)
+        self.row.append(row)
+        self.line.append(-1 if line is None else line)
+
+    def where(self, i: int) -> dict:
+        line = self.line[i]
+        return {"file": self.sources[self.src[i]], "row": self.row[i], "line": None if line < 0 else line}
+
+
+def _conversations(
+    inputs, config: PackConfig, rows: _Rows, rejects, counts: Counter, bar
+) -> Iterator[list[dict]]:
+    from hive_data.records import iter_records, row_to_messages
+
+    for src in inputs:
+        for rec in iter_records(src, fmt=config.fmt, mapping=config.mapping):
+            counts["rows_in"] += 1
+            bar.update(1)
+            if rec.error is not None:
+                counts["unreadable"] += 1
+                _reject(
+                    rejects, rec.source, rec.row, rec.line, "unreadable", str(rec.error.reason), raw=rec.raw
+                )
+                continue
+            try:
+                messages = row_to_messages(rec.data, rec.fmt, config.mapping)
+            except RecordError as err:
+                counts["invalid"] += 1
+                _reject(rejects, rec.source, rec.row, rec.line, "invalid", err.reason)
+                continue
+            rows.add(rec.source, rec.row, rec.line)
+            yield messages
+
+
+def _reject(fh, source, row, line, reason: str, detail: str, **extra) -> None:
+    entry = {"file": source, "row": row, "line": line, "reason": reason, "detail": detail}
+    entry.update({k: v for k, v in extra.items() if v is not None})
+    fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+
+def fingerprint(inputs: list[dict], tokenizer: dict, template_sha: str, config: PackConfig) -> str | None:
+    """Hash of everything that decides the output; None when an input cannot be hashed (hub ids)."""
+    if any(i.get("sha256") is None for i in inputs):
+        return None
+    state = {
+        "format_version": FORMAT_VERSION,
+        "hive": __version__,
+        "inputs": [(i["path"], i["sha256"]) for i in inputs],
+        "tokenizer": tokenizer["sha256"],
+        "chat_template": template_sha,
+        "options": config.output_options(),
+    }
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _up_to_date(output: Path, fp: str | None) -> dict | None:
+    if fp is None or not output.is_dir():
+        return None
+    try:
+        manifest = read_manifest(output)
+        if manifest.get("fingerprint") != fp:
+            return None
+        open_shards(output, verify="size")
+    except ShardError:
+        return None
+    return manifest
+
+
+def pack_dataset(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    config: PackConfig | None = None,
+    **options,
+) -> PackResult:
+    """Tokenize, mask and pack `inputs` (files, directories or hub ids) into a shard directory `output`.
+
+    `options` override fields of `config` (or of the defaults). Returns the manifest written, or the
+    existing one with `skipped=True` when `output` already holds this exact pack (unless `force`).
+    Raises `PackError` (overlong rows under `overlong="error"`, tokenizer problems, nothing to pack),
+    `RecordError` for unreadable sources and `ConfigError` for bad options; on any error or interruption
+    the previous `output` is left as it was.
+    """
+    config = PackConfig(**{**(asdict(config) if config else {}), **options})
+    config.check()
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    inputs = [str(i) for i in inputs]
+    if not inputs:
+        raise ConfigError("no input given")
+    output = Path(output)
+    remove_stale(output)
+
+    tokenizer = load_tokenizer(config.tokenizer)
+    renderer = ChatRenderer(tokenizer, loss=config.loss, think=config.think)
+    tok_info = tokenizer_info(tokenizer)
+    template_sha = chat_template_sha256(tokenizer)
+    files = input_files(inputs)
+    fp = fingerprint(files, tok_info, template_sha, config)
+    if not config.force:
+        existing = _up_to_date(output, fp)
+        if existing is not None:
+            return PackResult(output=output, manifest=existing, skipped=True)
+
+    staging = new_staging_dir(output)
+    try:
+        manifest = _build(inputs, staging, config, renderer, tok_info, template_sha, files, fp)
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output should not be
+        commit_dir(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    rejects = sum(manifest["totals"]["rows_dropped"].values())
+    return PackResult(output=output, manifest=manifest, rejects=rejects)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _build(inputs, staging: Path, config: PackConfig, renderer, tok_info, template_sha, files, fp) -> dict:
+    global _RENDERER
+    counts: Counter = Counter()
+    rows = _Rows()
+    spill = _Spill(staging)
+    workers = config.workers()
+    rejects_path = staging / REJECTS
+    with open(rejects_path, "w", encoding="utf-8") as rejects:
+        bar = tqdm(
+            desc="tokenize", unit=" rows", file=sys.stderr, disable=not config.progress, mininterval=0.5
+        )
+        try:
+            _RENDERER = renderer  # workers forked from here inherit it; workers=1 uses it directly
+            convs = _conversations(inputs, config, rows, rejects, counts, bar)
+            init = (config.tokenizer, config.loss, config.think)
+            for result in _map_ordered(_encode_task, _batched(convs, config.batch_rows), workers, init):
+                spill.append(*result)
+        finally:
+            bar.close()
+        hashes, lengths, loss, ids, mask = spill.finish()
+
+        # overlong rows: never truncated
+        overlong = lengths > config.seq
+        if overlong.any():
+            if config.overlong == "error":
+                i = int(np.flatnonzero(overlong)[0])
+                where = rows.where(i)
+                raise PackError(
+                    f"conversation is {int(lengths[i])} tokens, longer than --seq {config.seq} "
+                    "(--overlong drop drops such rows and lists them in rejects.jsonl)",
+                    **where,
+                )
+            for i in np.flatnonzero(overlong).tolist():
+                w = rows.where(i)
+                _reject(
+                    rejects,
+                    w["file"],
+                    w["row"],
+                    w["line"],
+                    "overlong",
+                    f"{int(lengths[i])} tokens > seq {config.seq}",
+                    length=int(lengths[i]),
+                )
+        keep = ~overlong & (lengths > 0)
+        # exact duplicates: the first occurrence stays
+        dup = np.zeros(len(lengths), dtype=bool)
+        if not config.keep_duplicates:
+            kept = np.flatnonzero(keep)
+            first = first_occurrences(hashes[kept])
+            dup[kept[~first]] = True
+            for i in kept[~first].tolist():
+                w = rows.where(i)
+                _reject(
+                    rejects,
+                    w["file"],
+                    w["row"],
+                    w["line"],
+                    "duplicate",
+                    "exact duplicate of an earlier conversation",
+                )
+            keep &= ~dup
+        counts["overlong"] = int(overlong.sum())
+        counts["duplicate"] = int(dup.sum())
+        in_val = val_mask(hashes, config.val)
+
+        shards, split_totals, doc_lengths = [], {}, []
+        for split, members in (("train", keep & ~in_val), ("val", keep & in_val)):
+            docs = np.flatnonzero(members)
+            if len(docs) == 0:
+                continue
+            packing = shuffle_rows(best_fit_decreasing(lengths[docs], config.seq), config.seed)
+            shards.extend(_write_split(staging, split, docs, packing, lengths, ids, mask, config))
+            split_totals[split] = {
+                "rows": int(len(docs)),
+                "sequences": packing.rows,
+                "tokens": packing.tokens,
+                "loss_tokens": int(loss[docs].sum()),
+                "padding_tokens": packing.padding,
+                "fill_efficiency": round(packing.fill, 6),
+            }
+            doc_lengths.append(lengths[docs])
+        spill.remove()
+    if not shards:
+        raise PackError("nothing to pack: every row was rejected (see the rejects reasons)", file=inputs[0])
+
+    all_lengths = np.concatenate(doc_lengths)
+    tokens = sum(t["tokens"] for t in split_totals.values())
+    sequences = sum(t["sequences"] for t in split_totals.values())
+    totals = {
+        "rows_in": counts["rows_in"],
+        "rows_packed": int(all_lengths.size),
+        "rows_dropped": {
+            r: counts[r] for r in ("unreadable", "invalid", "overlong", "duplicate") if counts[r]
+        },
+        "duplicates": counts["duplicate"],
+        "sequences": sequences,
+        "tokens": tokens,
+        "loss_tokens": sum(t["loss_tokens"] for t in split_totals.values()),
+        "padding_tokens": sequences * config.seq - tokens,
+        "fill_efficiency": round(tokens / (sequences * config.seq), 6),
+        "splits": split_totals,
+    }
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "hive_version": __version__,
+        "fingerprint": fp,
+        "inputs": files,
+        "tokenizer": tok_info,
+        "chat_template_sha256": template_sha,
+        "seq": config.seq,
+        "loss": config.loss,
+        "think": config.think,
+        "seed": config.seed,
+        "val": config.val,
+        "overlong": config.overlong,
+        "keep_duplicates": config.keep_duplicates,
+        "shard_tokens": config.shard_tokens,
+        "record_format": config.fmt,
+        "mapping": config.mapping or None,
+        "shards": [s.to_json() for s in shards],
+        "totals": totals,
+        "length_histogram": length_histogram(all_lengths, config.seq),
+        "rejects": REJECTS,
+    }
+    write_manifest(staging, manifest)
+    return manifest
+
+
+def _write_split(staging: Path, split: str, docs: np.ndarray, packing: Packing, lengths, ids, mask, config):
+    """Write one split's packed rows as shards; rows are gathered from the spill files in chunks."""
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    writer = ShardWriter(staging, split, config.shard_tokens)
+    chunk = max(1, min(1024, config.shard_tokens // config.seq))
+    for r0 in range(0, packing.rows, chunk):
+        r1 = min(packing.rows, r0 + chunk)
+        d0, d1 = packing.row_offsets[r0], packing.row_offsets[r1]
+        members = docs[packing.order[d0:d1]]
+        doc_len = lengths[members]
+        doc_cum = np.zeros(len(members) + 1, dtype=np.int64)
+        np.cumsum(doc_len, out=doc_cum[1:])
+        gather = np.repeat(starts[members] - doc_cum[:-1], doc_len) + np.arange(doc_cum[-1], dtype=np.int64)
+        row_tok = np.zeros(r1 - r0 + 1, dtype=np.int64)
+        np.cumsum(packing.row_tokens[r0:r1], out=row_tok[1:])
+        row_docs = packing.row_offsets[r0 : r1 + 1] - d0
+        batch = pa.RecordBatch.from_arrays(
+            [
+                pa.ListArray.from_arrays(
+                    pa.array(row_tok.astype(np.int32)), pa.array(np.asarray(ids[gather], dtype=np.int32))
+                ),
+                pa.ListArray.from_arrays(
+                    pa.array(row_docs.astype(np.int32)), pa.array(doc_len.astype(np.int32))
+                ),
+                pa.ListArray.from_arrays(
+                    pa.array(row_tok.astype(np.int32)), pa.array(np.asarray(mask[gather], dtype=np.int8))
+                ),
+            ],
+            schema=SCHEMA,
+        )
+        writer.write(batch)
+    return writer.close()
+
+
+def describe(result: PackResult) -> str:
+    """One-paragraph summary of a pack for the CLI."""
+    m, t = result.manifest, result.manifest["totals"]
+    if result.skipped:
+        return (
+            f"up to date: {result.output} already holds this pack (same inputs, tokenizer and options); "
+            "nothing to do (--force rebuilds)"
+        )
+    dropped = ", ".join(f"{k} {v}" for k, v in t["rows_dropped"].items()) or "none"
+    splits = ", ".join(f"{s} {v['rows']} rows / {v['sequences']} sequences" for s, v in t["splits"].items())
+    return (
+        f"packed {t['rows_packed']} of {t['rows_in']} rows into {t['sequences']} sequences of {m['seq']} tokens "
+        f"({splits}), {t['tokens']} tokens, {t['loss_tokens']} under loss, fill {t['fill_efficiency']:.2%}, "
+        f"{len(m['shards'])} shard file(s) in {result.output}\n"
+        f"dropped: {dropped}" + (f" (listed in {result.output / REJECTS})" if t["rows_dropped"] else "")
+    )
+
+
+__all__ = [
+    "MANIFEST",
+    "PackConfig",
+    "PackResult",
+    "pack_dataset",
+    "describe",
+    "conversation_hash",
+    "val_mask",
+    "first_occurrences",
+    "load_tokenizer",
+    "tokenizer_info",
+    "HiveError",
+]
