@@ -435,6 +435,14 @@ def pack_dataset(
     return PackResult(output=output, manifest=manifest, rejects=rejects)
 
 
+def _overlong_error(length: int, seq: int, where: dict) -> PackError:
+    return PackError(
+        f"conversation is {length} tokens, longer than --seq {seq} "
+        "(--overlong drop drops such rows and lists them in rejects.jsonl)",
+        **where,
+    )
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -456,8 +464,14 @@ def _build(inputs, staging: Path, config: PackConfig, renderer, tok_info, templa
             _RENDERER = renderer  # workers forked from here inherit it; workers=1 uses it directly
             convs = _conversations(inputs, config, rows, rejects, counts, bar)
             init = (config.tokenizer, config.loss, config.think)
+            done = 0
             for result in _map_ordered(_encode_task, _batched(convs, config.batch_rows), workers, init):
+                lengths = result[3]
+                if config.overlong == "error" and (lengths > config.seq).any():
+                    i = done + int(np.flatnonzero(lengths > config.seq)[0])
+                    raise _overlong_error(int(lengths[i - done]), config.seq, rows.where(i))
                 spill.append(*result)
+                done += len(lengths)
         finally:
             bar.close()
         hashes, lengths, loss, ids, mask = spill.finish()
@@ -465,14 +479,6 @@ def _build(inputs, staging: Path, config: PackConfig, renderer, tok_info, templa
         # overlong rows: never truncated
         overlong = lengths > config.seq
         if overlong.any():
-            if config.overlong == "error":
-                i = int(np.flatnonzero(overlong)[0])
-                where = rows.where(i)
-                raise PackError(
-                    f"conversation is {int(lengths[i])} tokens, longer than --seq {config.seq} "
-                    "(--overlong drop drops such rows and lists them in rejects.jsonl)",
-                    **where,
-                )
             for i in np.flatnonzero(overlong).tolist():
                 w = rows.where(i)
                 _reject(

@@ -1,0 +1,285 @@
+"""`hive-data pack` and `hive-data inspect`: thin click wrappers over `hive_data.pack` and the manifest."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from hive_data.chat import LOSS_POLICIES, THINK_POLICIES
+from hive_data.cli_util import cli_errors
+from hive_data.pack import OVERLONG_POLICIES, PackConfig
+
+DEFAULTS = PackConfig()
+RECORD_FORMATS = ("gretel", "create_context", "spider", "messages", "prompt_completion", "alpaca", "text")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Shard directory to write (replaced atomically).",
+)
+@click.option(
+    "--tokenizer",
+    default=DEFAULTS.tokenizer,
+    show_default=True,
+    help="Hub id or local directory of the tokenizer.",
+)
+@click.option("--seq", default=DEFAULTS.seq, show_default=True, type=int, help="Tokens per packed row.")
+@click.option(
+    "--loss",
+    type=click.Choice(LOSS_POLICIES),
+    default=DEFAULTS.loss,
+    show_default=True,
+    help="assistant: loss on assistant turns and their closing <|im_end|> only; all: on every token.",
+)
+@click.option(
+    "--think",
+    type=click.Choice(THINK_POLICIES),
+    default=DEFAULTS.think,
+    show_default=True,
+    help="Qwen3 think blocks: empty writes '<think>\\n\\n</think>\\n\\n' before every answer; keep keeps "
+    "reasoning found in the data; strip writes no think block.",
+)
+@click.option(
+    "--val",
+    default=DEFAULTS.val,
+    show_default=True,
+    type=float,
+    help="Share of rows for the validation split, chosen by a hash of each row's content.",
+)
+@click.option(
+    "--seed", default=DEFAULTS.seed, show_default=True, type=int, help="Seed of the packed row order."
+)
+@click.option(
+    "--overlong",
+    type=click.Choice(OVERLONG_POLICIES),
+    default=DEFAULTS.overlong,
+    show_default=True,
+    help="Rows longer than --seq: drop them (listed in rejects.jsonl with their length) or stop with an error.",
+)
+@click.option(
+    "--keep-duplicates", is_flag=True, help="Keep exact duplicate conversations (removed by default)."
+)
+@click.option(
+    "--shard-tokens",
+    default=DEFAULTS.shard_tokens,
+    show_default=True,
+    type=int,
+    help="About this many tokens per shard file.",
+)
+@click.option(
+    "--num-proc",
+    default=DEFAULTS.num_proc,
+    show_default=True,
+    type=int,
+    help="Worker processes for rendering and tokenizing (0: one per CPU core, at most 8). Does not change the output.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(RECORD_FORMATS),
+    default=None,
+    help="Record format (default: detected).",
+)
+@click.option("--map", "mapping", default=None, help="Column mapping field=column,... for the record format.")
+@click.option("--force", is_flag=True, help="Rebuild even when the output already holds this exact pack.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@cli_errors
+def pack(
+    inputs,
+    output,
+    tokenizer,
+    seq,
+    loss,
+    think,
+    val,
+    seed,
+    overlong,
+    keep_duplicates,
+    shard_tokens,
+    num_proc,
+    fmt,
+    mapping,
+    force,
+    quiet,
+):
+    """Tokenize, loss-mask and pack INPUTS (files, directories or hub ids) into Arrow shards.
+
+    Rows are rendered with the tokenizer's chat template, packed with global best-fit-decreasing into
+    rows of --seq tokens, split train/val, and written as memory-mappable Arrow shards with a
+    manifest.json. Re-running with the same inputs and options does nothing.
+    """
+    from hive_data.pack import describe, pack_dataset
+    from hive_data.records import parse_mapping
+
+    result = pack_dataset(
+        list(inputs),
+        output,
+        tokenizer=tokenizer,
+        seq=seq,
+        loss=loss,
+        think=think,
+        val=val,
+        seed=seed,
+        overlong=overlong,
+        keep_duplicates=keep_duplicates,
+        shard_tokens=shard_tokens,
+        num_proc=num_proc,
+        fmt=fmt,
+        mapping=parse_mapping(mapping) or None,
+        force=force,
+        progress=not quiet,
+    )
+    click.echo(describe(result))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("shards", type=click.Path(file_okay=False))
+@click.option("--row", "row", type=int, default=None, help="Decode packed row K (0-based) of --split.")
+@click.option(
+    "--split", default="train", show_default=True, type=click.Choice(["train", "val"]), help="Split of --row."
+)
+@click.option(
+    "--plot", type=click.Path(dir_okay=False), default=None, help="Write the length histogram as a PNG."
+)
+@click.option("--tokenizer", default=None, help="Tokenizer for --row (default: the one in the manifest).")
+@click.option(
+    "--verify", type=click.Choice(["size", "sha256"]), default="size", show_default=True, help="Shard check."
+)
+@click.option(
+    "--color/--no-color", default=None, help="Highlight loss tokens with colour (default: on a terminal)."
+)
+@cli_errors
+def inspect(shards, row, split, plot, tokenizer, verify, color):
+    """Summarize a shard directory: manifest, document-length histogram, and optionally decode one row
+    with the tokens that carry loss highlighted."""
+    from hive_data.shards import open_shards
+
+    opened = open_shards(shards, verify=verify)
+    manifest = opened.manifest
+    click.echo(summary(manifest))
+    click.echo("")
+    click.echo(text_histogram(manifest.get("length_histogram")))
+    if plot:
+        write_plot(manifest.get("length_histogram"), plot, title=f"{shards} (seq {manifest['seq']})")
+        click.echo(f"\nhistogram written to {plot}")
+    if row is not None:
+        if color is None:
+            color = sys.stdout.isatty()
+        click.echo("")
+        click.echo(decode_row(opened, split, row, tokenizer, color))
+
+
+def summary(manifest: dict) -> str:
+    t = manifest.get("totals", {})
+    tok = manifest.get("tokenizer", {})
+    lines = [
+        f"format        {manifest['format']} v{manifest['format_version']} (hive {manifest.get('hive_version', '?')})",
+        f"tokenizer     {tok.get('name_or_path')} (vocab {tok.get('vocab_size')}, pad {tok.get('pad_id')}, "
+        f"eos {tok.get('eos_id')}, sha256 {str(tok.get('sha256'))[:12]})",
+        f"policy        seq {manifest['seq']}, loss {manifest.get('loss')}, think {manifest.get('think')}, "
+        f"seed {manifest.get('seed')}, val {manifest.get('val')}",
+    ]
+    for item in manifest.get("inputs", []):
+        lines.append(f"input         {item['path']} ({str(item.get('sha256'))[:12]})")
+    if t:
+        dropped = ", ".join(f"{k} {v}" for k, v in t.get("rows_dropped", {}).items()) or "none"
+        lines += [
+            f"rows          {t['rows_in']} in, {t['rows_packed']} packed, dropped: {dropped}",
+            f"tokens        {t['tokens']} ({t['loss_tokens']} under loss, {t['padding_tokens']} padding to fill rows)",
+            f"sequences     {t['sequences']}, fill efficiency {t['fill_efficiency']:.2%}",
+        ]
+        for name, s in t.get("splits", {}).items():
+            lines.append(
+                f"  {name:<11} {s['rows']} rows in {s['sequences']} sequences, {s['tokens']} tokens, "
+                f"fill {s['fill_efficiency']:.2%}"
+            )
+    for info in manifest["shards"]:
+        lines.append(
+            f"shard         {info['file']}: {info['rows']} rows, {info['tokens']} tokens, {info['bytes']} bytes"
+        )
+    return "\n".join(lines)
+
+
+def text_histogram(hist: dict | None, width: int = 50) -> str:
+    if not hist or not hist.get("counts"):
+        return "document lengths: no histogram in the manifest"
+    edges, counts = hist["edges"], hist["counts"]
+    top = max(counts) or 1
+    lines = ["document length (tokens)   documents"]
+    for lo, hi, n in zip(edges[:-1], edges[1:], counts):
+        bar = "#" * round(width * n / top) if n else ""
+        lines.append(f"{lo:>6} - {hi:<6}  {n:>10}  {bar}")
+    return "\n".join(lines)
+
+
+def write_plot(hist: dict | None, path: str, title: str = "") -> None:
+    from hive_data.errors import ShardError
+
+    if not hist or not hist.get("counts"):
+        raise ShardError("the manifest has no length histogram to plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hive_data.atomic import atomic_file
+
+    edges, counts = hist["edges"], hist["counts"]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar(
+        edges[:-1],
+        counts,
+        width=[b - a for a, b in zip(edges[:-1], edges[1:])],
+        align="edge",
+        edgecolor="black",
+    )
+    ax.set_xlabel("document length (tokens)")
+    ax.set_ylabel("documents")
+    ax.set_title(title)
+    fig.tight_layout()
+    with atomic_file(Path(path), "wb") as fh:
+        fig.savefig(fh, format="png")
+    plt.close(fig)
+
+
+def decode_row(opened, split: str, k: int, tokenizer_name: str | None, color: bool) -> str:
+    """Row `k` of `split`, document by document, loss-carrying text highlighted (colour, or ⟦...⟧)."""
+    import numpy as np
+
+    from hive_data.errors import ShardError
+    from hive_data.pack import load_tokenizer
+
+    table = opened.split(split)
+    if table is None or not 0 <= k < table.num_rows:
+        rows = 0 if table is None else table.num_rows
+        raise ShardError(f"no row {k} in split {split!r} (it has {rows} rows)", file=str(opened.root))
+    tokenizer = load_tokenizer(tokenizer_name or opened.manifest["tokenizer"]["name_or_path"])
+    rec = table.slice(k, 1).to_pylist()[0]
+    ids = np.asarray(rec["input_ids"])
+    mask = np.asarray(rec["completion_mask"])
+    out = [
+        f"row {k} of {split}: {len(ids)} tokens, {int(mask.sum())} under loss, {len(rec['seq_lengths'])} documents"
+    ]
+    start = 0
+    for d, n in enumerate(rec["seq_lengths"]):
+        doc_ids, doc_mask = ids[start : start + n], mask[start : start + n]
+        start += n
+        out.append(f"--- document {d + 1}: {n} tokens, {int(doc_mask.sum())} under loss ---")
+        text = []
+        cuts = np.flatnonzero(np.diff(doc_mask)) + 1
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, n]):
+            piece = tokenizer.decode(doc_ids[a:b].tolist(), skip_special_tokens=False)
+            if doc_mask[a]:
+                piece = click.style(piece, fg="green", bold=True) if color else f"⟦{piece}⟧"
+            text.append(piece)
+        out.append("".join(text))
+    if not color:
+        out.append("(⟦...⟧ marks the tokens that carry loss)")
+    return "\n".join(out)
