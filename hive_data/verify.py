@@ -80,6 +80,25 @@ def parse_statement(sql: str, dialect: str, what: str = "does not parse") -> exp
     return stmt
 
 
+def _foreign_leftovers(stmt: exp.Expr, dialect: str) -> str | None:
+    """Source-dialect syntax that sqlglot carries into `dialect` verbatim and its lenient parser reads
+    back, although the target database rejects it. Known cases for PostgreSQL only."""
+    if dialect != "postgres":
+        return None
+    for node in stmt.walk():
+        if isinstance(node, exp.OnConflict) and node.args.get("duplicate"):
+            return "ON DUPLICATE KEY UPDATE"
+        if isinstance(node, exp.Group) and any(
+            isinstance(r, exp.Rollup) and not r.expressions for r in node.args.get("rollup") or ()
+        ):
+            return "GROUP BY ... WITH ROLLUP"
+        if isinstance(node, exp.Select) and node.args.get("operation_modifiers"):
+            return " ".join(m.sql() for m in node.args["operation_modifiers"])
+        if isinstance(node, (exp.Update, exp.Delete)) and (node.args.get("order") or node.args.get("limit")):
+            return f"{node.key.upper()} with ORDER BY or LIMIT"
+    return None
+
+
 def transpile_answer(sql: str, read: str, dialect: str) -> str:
     """The answer in the `dialect`, with the canonical schema's identifier policy, one line per
     statement as sqlglot prints it. Raises SQLError when it cannot be read, transpiled or re-read."""
@@ -91,6 +110,9 @@ def transpile_answer(sql: str, read: str, dialect: str) -> str:
         raise SQLError(f"cannot transpile {read} to {dialect}: {str(err).splitlines()[0]}") from None
     try:
         check = parse_statement(out, dialect, "transpiled answer does not parse")
+        foreign = _foreign_leftovers(check, dialect)
+        if foreign:
+            raise SQLError(f"transpiled answer does not parse as {dialect}: {foreign} has no {dialect} form")
         if type(check) is not type(stmt):
             raise SQLError(
                 f"transpiled answer reads back as {type(check).__name__}, not {type(stmt).__name__}"

@@ -66,7 +66,7 @@ def test_mysql_only_syntax_is_rejected():
     # sqlglot falls back to an opaque Command for REPLACE INTO: never passed through
     with pytest.raises(SQLError, match="unsupported REPLACE syntax"):
         transpile_answer("REPLACE INTO t VALUES (1)", "mysql", "postgres")
-    # ON DUPLICATE KEY UPDATE is carried over verbatim, which PostgreSQL cannot read back
+    # ON DUPLICATE KEY UPDATE is carried over verbatim (and sqlglot's postgres parser reads it back)
     with pytest.raises(SQLError, match="transpiled answer does not parse as postgres") as err:
         transpile_answer("INSERT INTO t (a) VALUES (1) ON DUPLICATE KEY UPDATE a = 2", "mysql", "postgres")
     assert err.value.step == "parse"

@@ -1,0 +1,566 @@
+"""`hive-data normalize` for datasets: canonical schemas, transpiled and verified answers, no silent loss.
+
+For each text-to-SQL row (gretel, sql-create-context, Spider shapes):
+
+1. the schema (the row's context field, or `--schema-dir DIR/<key>/schema.sql|DIR/<key>.sql`) is
+   canonicalized by `hive_data.ddl.normalize_ddl`, once per distinct text (memoized by hash);
+   INSERTs in a context are dropped and counted, or kept (transpiled) with `keep_data`;
+2. the answer is transpiled to the target dialect with the schema's identifier policy;
+3. it is verified (`parse`, or `explain` in an embedded PostgreSQL);
+4. exact duplicates (same normalized question, schema and answer) are removed.
+
+Chat rows (messages, prompt/completion, alpaca, text) are checked to convert into a valid conversation
+and deduplicated. Every failing row goes to the rejects file with its row number, the original row,
+the step and the reason; `in = out + rejected + duplicates` always holds. Rows keep their field names:
+schema and answer fields are rewritten in place, an attached schema goes into `schema`, and SQL rows
+get a `dialect` field. Output order is the input order, whatever the number of processes.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hive_data.atomic import atomic_file
+from hive_data.errors import ConfigError, HiveError, RecordError, SQLError
+from hive_data.records import (
+    FORMATS,
+    SQL_FORMATS,
+    Record,
+    get_fields,
+    iter_records,
+    parse_mapping,
+    row_to_messages,
+)
+from hive_data.verify import VERIFY_LEVELS, guess_read
+
+STEPS = ("read", "fields", "schema", "answer", "parse", "explain", "messages")
+OUTPUT_SUFFIXES = (".jsonl", ".parquet")
+
+
+@dataclass
+class NormalizeConfig:
+    """Options of `normalize_dataset`; the CLI flags fill these."""
+
+    read: str = "auto"
+    dialect: str = "postgres"
+    fmt: str | None = None
+    mapping: dict[str, str] = field(default_factory=dict)
+    schema_dir: str | None = None
+    schema_key: str | None = None
+    keep_data: bool = False
+    verify: str = "parse"
+    rejects: str | None = None
+    strict: bool = False
+    num_proc: int | None = None  # None: all cores
+    timeout_ms: int = 5000  # per EXPLAIN
+    pg_uri: str | None = None  # a running PostgreSQL for --verify explain; None: start an embedded one
+    batch_size: int = 256
+    progress: bool = True
+
+
+@dataclass
+class Summary:
+    """What happened to every input row."""
+
+    output: str
+    rejects: str
+    rows_in: int = 0
+    rows_out: int = 0
+    duplicates: int = 0
+    rejected: Counter = field(default_factory=Counter)  # step -> rows
+    dropped: Counter = field(
+        default_factory=Counter
+    )  # kind of statement dropped from schema contexts -> count
+    formats: Counter = field(default_factory=Counter)  # record format -> rows
+    schemas: int = 0  # distinct schema texts canonicalized
+    seconds: float = 0.0
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(self.rejected.values())
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_in / self.seconds if self.seconds else 0.0
+
+    def text(self) -> str:
+        rej = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items())) or "none"
+        lines = [
+            f"rows: in {self.rows_in} = out {self.rows_out} + rejected {self.rows_rejected} "
+            f"+ duplicates {self.duplicates}",
+            f"rejected by step: {rej}" + (f" (see {self.rejects})" if self.rows_rejected else ""),
+            f"formats: {', '.join(f'{k} {v}' for k, v in sorted(self.formats.items())) or 'none'}; "
+            f"distinct schemas: {self.schemas}",
+        ]
+        if self.dropped:
+            lines.append(
+                "dropped from schema contexts: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items()))
+            )
+        lines.append(f"time: {self.seconds:.1f} s, {self.rows_per_s:,.0f} rows/s; wrote {self.output}")
+        return "\n".join(lines)
+
+
+def rejects_path(output: str | os.PathLike) -> Path:
+    """`clean.jsonl` -> `clean.rejects.jsonl`."""
+    out = Path(output)
+    return out.with_name(out.stem + ".rejects.jsonl")
+
+
+# --------------------------------------------------------------------------- per-process worker
+
+_STATE: dict = {}
+
+
+def _init_worker(cfg: NormalizeConfig, pg_uri: str | None) -> None:
+    _STATE.clear()
+    _STATE.update(cfg=cfg, pg_uri=pg_uri, schemas={}, schema_files={}, verifier=None)
+
+
+def _verifier():
+    if _STATE["verifier"] is None:
+        from hive_data.verify import ExplainVerifier
+
+        cfg = _STATE["cfg"]
+        _STATE["verifier"] = ExplainVerifier(
+            _STATE["pg_uri"], timeout_ms=cfg.timeout_ms, prefix=f"hive_v{os.getpid()}"
+        )
+    return _STATE["verifier"]
+
+
+class _Reject(Exception):
+    def __init__(self, step: str, err: HiveError | str):
+        super().__init__(str(err))
+        self.step = step
+        self.err = err if isinstance(err, HiveError) else HiveError(err)
+
+
+@dataclass
+class _Schema:
+    text: str  # canonical schema, with kept data statements after the tables
+    read: str
+    tables: int
+    data: tuple[str, ...]
+    dropped: Counter
+    key: bytes = b""
+
+
+def _canonical_schema(text: str, source: str) -> _Schema:
+    """Normalize one schema text, memoized per process by content hash (errors too)."""
+    cfg: NormalizeConfig = _STATE["cfg"]
+    key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    memo = _STATE["schemas"]
+    got = memo.get(key)
+    if got is None:
+        from hive_data.ddl import normalize_ddl
+        from hive_data.errors import DDLError
+
+        try:
+            res = normalize_ddl(
+                text, read=cfg.read, dialect=cfg.dialect, source=source, keep_data=cfg.keep_data
+            )
+            data = tuple(_policy_sql(stmt, cfg.dialect) for stmt in res.data or ()) if cfg.keep_data else ()
+            canonical = res.text.rstrip("\n")
+            if data:  # kept rows go after all tables, one statement per line
+                canonical += "\n\n" + "\n".join(stmt + ";" for stmt in data)
+            dropped = Counter(res.dropped)
+            if data:  # kept INSERTs are not dropped ones, whichever way the normalizer counts them
+                dropped["INSERT"] = max(0, dropped["INSERT"] - len(data))
+            dropped = +dropped
+            canonical += "\n"
+            got = _Schema(canonical, res.read, len(res.tables), data, dropped, _digest(canonical))
+            if not res.tables:
+                got = DDLError("schema has no CREATE TABLE statement")
+        except DDLError as err:
+            err.file = None  # the location is within the schema text; the row says where it came from
+            got = err
+        memo[key] = got
+    if isinstance(got, HiveError):
+        raise _Reject("schema", got)
+    return got
+
+
+def _policy_sql(stmt: str, dialect: str) -> str:
+    """A kept data statement printed with the canonical identifier policy (as answers are)."""
+    import sqlglot
+
+    from hive_data.ddl import apply_identifier_policy
+
+    return apply_identifier_policy(sqlglot.parse_one(stmt, read=dialect), dialect).sql(dialect=dialect)
+
+
+_SAFE_KEY = re.compile(r"^[\w.\- ]+$")
+
+
+def _schema_from_dir(key) -> tuple[str, str]:
+    cfg: NormalizeConfig = _STATE["cfg"]
+    files = _STATE["schema_files"]
+    if key not in files:
+        name = str(key) if key is not None else ""
+        got: tuple[str, str] | HiveError
+        if not name or not _SAFE_KEY.match(name) or name in (".", ".."):
+            got = RecordError(f"schema key {name!r} is not a plain name")
+        else:
+            root = Path(cfg.schema_dir)
+            for path in (root / name / "schema.sql", root / f"{name}.sql"):
+                if path.is_file():
+                    try:
+                        got = (path.read_text(encoding="utf-8-sig"), str(path))
+                    except (OSError, UnicodeDecodeError) as err:
+                        got = RecordError(f"cannot read {path}: {err}")
+                    break
+            else:
+                got = RecordError(
+                    f"no schema for {name!r}: neither {name}/schema.sql nor {name}.sql in {root}"
+                )
+        files[key] = got
+    got = files[key]
+    if isinstance(got, HiveError):
+        raise _Reject("schema", got)
+    return got
+
+
+def _digest(*parts: str) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+    return h.digest()
+
+
+def _question_key(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _sql_row(data: dict, fmt: str, source: str, row: int) -> tuple[dict, bytes, Counter]:
+    cfg: NormalizeConfig = _STATE["cfg"]
+    try:
+        fields = get_fields(data, fmt, cfg.mapping)
+        question, answer = fields["question"], fields["answer"]
+        for name, value in (("question", question), ("answer", answer)):
+            if not isinstance(value, str):
+                raise RecordError(f"field {name!r} is {type(value).__name__}, expected a string")
+    except RecordError as err:
+        raise _Reject("fields", err) from None
+    cols = _STATE.setdefault("columns", {})
+    colmap = cols.get((fmt, frozenset(data)))
+    if colmap is None:
+        from hive_data.records import field_columns
+
+        colmap = cols[(fmt, frozenset(data))] = field_columns(fmt, data.keys(), cfg.mapping)
+
+    out = dict(data)
+    schema = None
+    schema_field = None
+    if cfg.schema_dir:
+        key_col = cfg.schema_key or colmap.get("database")
+        if not key_col or key_col not in data:
+            raise _Reject("fields", RecordError(f"missing schema key field {key_col!r}"))
+        text, path = _schema_from_dir(data[key_col])
+        schema, schema_field = _canonical_schema(text, path), "schema"
+    elif "schema" in fields:
+        context = fields["schema"]
+        if not isinstance(context, str):
+            raise _Reject("fields", RecordError(f"field {colmap['schema']!r} is not a string"))
+        schema, schema_field = _canonical_schema(context, f"{source} row {row}"), colmap["schema"]
+    elif cfg.verify == "explain":
+        raise _Reject(
+            "schema", RecordError("no schema to EXPLAIN against: pass --schema-dir and --schema-key")
+        )
+
+    read = cfg.read if cfg.read != "auto" else (schema.read if schema else guess_read(answer))
+    from hive_data.verify import transpile_answer
+
+    try:
+        sql = transpile_answer(answer, read, cfg.dialect)
+    except SQLError as err:
+        raise _Reject(getattr(err, "step", "answer"), err) from None
+    if cfg.verify == "explain":
+        try:
+            _verifier().explain(sql, schema.text, dialect=cfg.dialect)  # the text holds kept data too
+        except SQLError as err:
+            step = "schema" if err.reason.startswith("schema does not execute") else "explain"
+            raise _Reject(step, err) from None
+
+    out[colmap["answer"]] = sql
+    if schema is not None:
+        out[schema_field] = schema.text
+    out["dialect"] = cfg.dialect
+    key = _digest("sql", _question_key(question), schema.text if schema else "", sql)
+    return out, key, (schema.dropped, schema.key) if schema else None
+
+
+def _chat_row(data: dict, fmt: str) -> tuple[dict, bytes]:
+    cfg: NormalizeConfig = _STATE["cfg"]
+    try:
+        messages = row_to_messages(data, fmt, cfg.mapping)
+    except RecordError as err:
+        step = "fields" if err.reason.startswith(("missing field", "empty field")) else "messages"
+        raise _Reject(step, err) from None
+    norm = [(m["role"], _question_key(m["content"])) for m in messages]
+    return data, _digest("chat", json.dumps(norm, ensure_ascii=False))
+
+
+def _json_default(value):
+    if isinstance(value, (datetime.date, datetime.datetime, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _reject_entry(item: tuple, step: str, err: HiveError) -> dict:
+    source, row, line, _fmt, data, raw = item
+    return {
+        "row": row,
+        "file": source,
+        "input_line": line,
+        "step": step,
+        "reason": err.reason,
+        "line": err.line,
+        "col": err.col,
+        "original": data if data is not None else raw,
+    }
+
+
+def _work(batch: list[tuple]) -> list[tuple]:
+    """Process a batch of rows; one result per row, in order:
+    ("ok", json line, dedup key, fmt, (dropped, schema key) | None) or ("reject", reject json line, step)."""
+    out = []
+    for item in batch:
+        source, row, line, fmt, data, raw = item
+        try:
+            if data is None:  # unreadable: the reader already said why
+                err = raw[0]
+                item = (source, row, line, fmt, None, raw[1])
+                raise _Reject("read", err)
+            if fmt in SQL_FORMATS:
+                result, key, extra = _sql_row(data, fmt, source, row)
+            else:
+                (result, key), extra = _chat_row(data, fmt), None
+            out.append(("ok", json.dumps(result, ensure_ascii=False, default=_json_default), key, fmt, extra))
+        except _Reject as rej:
+            entry = _reject_entry(item, rej.step, rej.err)
+            out.append(("reject", json.dumps(entry, ensure_ascii=False, default=_json_default), rej.step))
+    return out
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _batches(records: Iterator[Record], size: int) -> Iterator[list[tuple]]:
+    batch: list[tuple] = []
+    for rec in records:
+        if rec.data is None:
+            err = rec.error or RecordError("unreadable row")
+            batch.append((rec.source, rec.row, rec.line, rec.fmt, None, (err, rec.raw)))
+        else:
+            batch.append((rec.source, rec.row, rec.line, rec.fmt, rec.data, None))
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _results(batches: Iterator[list[tuple]], cfg: NormalizeConfig, pg_uri: str | None, procs: int):
+    """Yield each batch's results in input order; up to 2 batches per process in flight."""
+    if procs <= 1:
+        _init_worker(cfg, pg_uri)
+        try:
+            for batch in batches:
+                yield len(batch), _work(batch)
+        finally:
+            _close_worker()
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(procs, mp_context=ctx, initializer=_init_worker, initargs=(cfg, pg_uri)) as pool:
+        pending: deque = deque()
+        try:
+            for batch in batches:
+                pending.append((len(batch), pool.submit(_work, batch)))
+                while len(pending) >= 2 * procs:
+                    n, fut = pending.popleft()
+                    yield n, fut.result()
+            while pending:
+                n, fut = pending.popleft()
+                yield n, fut.result()
+        except BaseException:
+            for _, fut in pending:
+                fut.cancel()
+            raise
+
+
+def _close_worker() -> None:
+    verifier = _STATE.get("verifier")
+    if verifier is not None:
+        verifier.close()
+        _STATE["verifier"] = None
+
+
+def normalize_dataset(
+    src: str | os.PathLike,
+    output: str | os.PathLike,
+    config: NormalizeConfig | None = None,
+    **options,
+) -> Summary:
+    """Normalize a dataset (file, directory or hub id) into `output` (`.jsonl` or `.parquet`).
+
+    Options are the fields of `NormalizeConfig` (as keywords or a config). Writes the output and the
+    rejects file (`<output stem>.rejects.jsonl` unless `rejects=`) atomically and returns the summary.
+    Raises `ConfigError` for bad options, `RecordError` for an unreadable source (missing, empty,
+    unknown format), and with `strict=True` a `RecordError` after writing when any row was rejected.
+    """
+    cfg = config or NormalizeConfig()
+    for key, value in options.items():
+        if not hasattr(cfg, key):
+            raise TypeError(f"unknown option {key!r}")
+        setattr(cfg, key, value)
+    cfg.mapping = parse_mapping(cfg.mapping)
+    output = Path(output)
+    if output.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ConfigError(f"output must end in .jsonl or .parquet, got {str(output)!r}")
+    if cfg.verify not in VERIFY_LEVELS:
+        raise ConfigError(f"--verify must be one of {', '.join(VERIFY_LEVELS)}, got {cfg.verify!r}")
+    if cfg.verify == "explain" and cfg.dialect != "postgres":
+        raise ConfigError("--verify explain runs PostgreSQL: it needs --dialect postgres")
+    if cfg.fmt is not None and cfg.fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {cfg.fmt!r}")
+    if cfg.schema_dir and not Path(cfg.schema_dir).is_dir():
+        raise ConfigError(f"--schema-dir {cfg.schema_dir}: not a directory")
+    rejects = Path(cfg.rejects) if cfg.rejects else rejects_path(output)
+    procs = cfg.num_proc or os.cpu_count() or 1
+    summary = Summary(output=str(output), rejects=str(rejects))
+    start = time.perf_counter()
+
+    records = iter_records(src, fmt=cfg.fmt, mapping=cfg.mapping)
+    if cfg.verify == "explain" and cfg.pg_uri:
+        _write(records, output, rejects, cfg, cfg.pg_uri, procs, summary)
+    elif cfg.verify == "explain":
+        from hive_data.postgres import embedded_postgres
+
+        with embedded_postgres() as uri:
+            _write(records, output, rejects, cfg, uri, procs, summary)
+    else:
+        _write(records, output, rejects, cfg, None, procs, summary)
+    summary.seconds = time.perf_counter() - start
+    if cfg.strict and summary.rows_rejected:
+        raise RecordError(
+            f"{summary.rows_rejected} rows rejected (--strict); reasons in {rejects}", file=str(src)
+        )
+    return summary
+
+
+def _write(records, output: Path, rejects: Path, cfg, pg_uri, procs: int, summary: Summary) -> None:
+    from tqdm import tqdm
+
+    seen: set[bytes] = set()
+    schemas: set[int] = set()
+    parquet = output.suffix.lower() == ".parquet"
+    target = output.with_name(f".{output.name}.rows.jsonl") if parquet else output
+    bar = tqdm(
+        desc="normalize",
+        unit=" rows",
+        file=sys.stderr,
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
+    arrow_schema = None
+    try:
+        with (
+            atomic_file(target, "w", encoding="utf-8") as out,
+            atomic_file(rejects, "w", encoding="utf-8") as rej,
+        ):
+            pending_types: list[dict] = []
+            for n, results in _results(_batches(records, cfg.batch_size), cfg, pg_uri, procs):
+                for res in results:
+                    summary.rows_in += 1
+                    if res[0] == "reject":
+                        rej.write(res[1] + "\n")
+                        summary.rejected[res[2]] += 1
+                        continue
+                    _, line, key, fmt, extra = res
+                    summary.formats[fmt] += 1
+                    if extra is not None:
+                        summary.dropped.update(extra[0])
+                        schemas.add(extra[1])
+                    if key in seen:
+                        summary.duplicates += 1
+                        continue
+                    seen.add(key)
+                    out.write(line + "\n")
+                    summary.rows_out += 1
+                    if parquet:
+                        pending_types.append(json.loads(line))
+                        if len(pending_types) >= 4096:
+                            arrow_schema = _unify(arrow_schema, pending_types)
+                            pending_types = []
+                bar.update(n)
+            if parquet and pending_types:
+                arrow_schema = _unify(arrow_schema, pending_types)
+        summary.schemas = len(schemas)
+    finally:
+        bar.close()
+    if parquet:
+        try:
+            _jsonl_to_parquet(target, output, arrow_schema)
+        finally:
+            target.unlink(missing_ok=True)
+
+
+def _unify(schema, rows: list[dict]):
+    import pyarrow as pa
+
+    got = pa.Table.from_pylist(rows).schema
+    if schema is None:
+        return got
+    return pa.unify_schemas([schema, got], promote_options="permissive")
+
+
+def _jsonl_to_parquet(src: Path, output: Path, schema) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = schema if schema is not None else pa.schema([])
+    with atomic_file(output, "wb") as fh, pq.ParquetWriter(fh, schema) as writer:
+        rows: list[dict] = []
+        with open(src, encoding="utf-8") as lines:
+            for line in lines:
+                rows.append(json.loads(line))
+                if len(rows) >= 4096:
+                    writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+                    rows = []
+        if rows or schema.names == []:
+            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+
+
+def iter_output(path: str | os.PathLike) -> Iterator[dict]:
+    """Rows of a normalized output (`.jsonl` or `.parquet`)."""
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches():
+            yield from batch.to_pylist()
+    else:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                yield json.loads(line)
