@@ -1,0 +1,623 @@
+"""Read statements into the table model: parse what is structure, count what is not.
+
+Only statements that can change table structure are parsed (CREATE TABLE, ALTER TABLE, COMMENT ON,
+CREATE TYPE ... AS ENUM, CREATE DOMAIN, sp_addextendedproperty); everything else is classified by
+its leading words and counted, which keeps data-heavy dumps fast. Anything that would be lost or
+misread raises `DDLError` with the file line and column.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
+from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import TokenType
+
+from hive_data.ddl.model import Column, ForeignKey, QualifiedName, Schema, Table
+from hive_data.ddl.split import Statement
+from hive_data.errors import DDLError
+
+_CREATE_TABLE = re.compile(
+    r"CREATE\s+(?:OR\s+REPLACE\s+)?(?:(?:GLOBAL|LOCAL)\s+)?"
+    r"(?:(?:TEMPORARY|TEMP|UNLOGGED|TRANSIENT|VOLATILE)\s+)?TABLE\b",
+    re.I,
+)
+_ALTER_TABLE = re.compile(r"ALTER\s+TABLE\b", re.I)
+_COMMENT_ON = re.compile(r"COMMENT\s+ON\s+(\w+)", re.I)
+_CREATE_SCHEMA_BODY = re.compile(
+    r"CREATE\s+SCHEMA\s+(?:IF\s+NOT\s+EXISTS\s+)?(\"[^\"]+\"|`[^`]+`|\[[^\]]+\]|[\w$]+)"
+    r"(?:\s+AUTHORIZATION\s+\S+)?\s+(?=(?:CREATE|GRANT)\b)",
+    re.I,
+)
+_SCHEMA_BODY_PART = re.compile(r"\b(?:CREATE|GRANT)\b", re.I)
+_ENUM_TYPE = re.compile(r"CREATE\s+TYPE\s+(\S+)\s+AS\s+ENUM\s*\((.*)\)\s*$", re.I | re.S)
+_DOMAIN = re.compile(r"CREATE\s+DOMAIN\s+(\S+)\s+(?:AS\s+)?(.*)$", re.I | re.S)
+_EXTPROP = re.compile(r"EXEC(?:UTE)?\s+(?:\w+\.)*sp_addextendedproperty\b(.*)$", re.I | re.S)
+_STRING = re.compile(r"N?'((?:[^']|'')*)'")
+_INSERT = re.compile(r"(?:INSERT|REPLACE)\s+(?:INTO\s+)?", re.I)
+_KIND = re.compile(
+    r"(CREATE|ALTER|DROP)\s+(?:OR\s+REPLACE\s+)?(?:DEFINER\s*=\s*\S+\s+)?(?:SQL\s+SECURITY\s+\w+\s+)?"
+    r"(?:ALGORITHM\s*=\s*\w+\s+)?(?:(?:UNIQUE|FULLTEXT|SPATIAL|CLUSTERED|NONCLUSTERED|PROCEDURAL|TRUSTED|"
+    r"MATERIALIZED|TEMPORARY|TEMP|RECURSIVE|EDITIONABLE|FORCE|PUBLIC|GLOBAL)\s+)*(\w+)|([A-Za-z_]+)",
+    re.I,
+)
+# ALTER TABLE forms sqlglot does not parse that change nothing a schema shows.
+_ALTER_NOISE = re.compile(
+    r"ALTER\s+TABLE\s+(?:ONLY\s+)?\S+\s+(?:"
+    r"(OWNER\s+TO)|((?:ENABLE|DISABLE)\s+(?:ALWAYS\s+|REPLICA\s+)?TRIGGER)|(CLUSTER\s+ON)|"
+    r"(REPLICA\s+IDENTITY)|((?:WITH\s+)?(?:NO)?CHECK\s+CONSTRAINT)|(SET\s+\()|(ALTER\s+COLUMN\s+\S+\s+SET\s+STATISTICS))",
+    re.I,
+)
+_TSQL_DEFAULT_FOR = re.compile(
+    r"ALTER\s+TABLE\s+(\S+)\s+ADD\s+(?:CONSTRAINT\s+\S+\s+)?DEFAULT\s+(.*)\s+FOR\s+(\S+)\s*$", re.I | re.S
+)
+
+# Storage and engine details some parsers reject; they say nothing about structure. Blanked with
+# spaces (same length) so reported columns still point into the original file.
+_NOISE: dict[str, re.Pattern] = {
+    "tsql": re.compile(
+        r"\b(?:NON)?CLUSTERED\b|\bROWGUIDCOL\b|\bTEXTIMAGE_ON\s+(?:\[[^\]]*\]|\w+)|"
+        r"\bON\s+(?:\[PRIMARY\]|\"PRIMARY\"|PRIMARY\b(?!\s+KEY))|"
+        r"\bWITH\s*\(\s*(?:PAD_INDEX|FILLFACTOR|IGNORE_DUP_KEY|STATISTICS_NORECOMPUTE|ALLOW_ROW_LOCKS|"
+        r"ALLOW_PAGE_LOCKS|OPTIMIZE_FOR_SEQUENTIAL_KEY|DATA_COMPRESSION)[^)]*\)|\bNOT\s+FOR\s+REPLICATION\b",
+        re.I,
+    ),
+    "sqlite": re.compile(r"\bON\s+CONFLICT\s+(?:ROLLBACK|ABORT|FAIL|IGNORE|REPLACE)\b", re.I),
+}
+_TRAILING_COMMA = re.compile(r",(?=\s*\)\s*\Z)")
+# SQLite accepts type names of several words that sqlglot does not; same-length replacements.
+_SQLITE_TYPES = [
+    (re.compile(r"\bUNSIGNED\s+BIG\s+INT\b", re.I), "BIGINT"),
+    (re.compile(r"\bVARYING\s+CHARACTER\b", re.I), "VARCHAR"),
+    (re.compile(r"\bNATIVE\s+CHARACTER\b", re.I), "NCHAR"),
+    (re.compile(r"\bBLOB\s+SUB_TYPE\s+(?:TEXT|1)\b", re.I), "TEXT"),
+    (re.compile(r"\bBLOB\s+SUB_TYPE\s+\w+\b", re.I), "BLOB"),
+]
+
+log = logging.getLogger("sqlglot")
+_SERIALS = (exp.DataType.Type.SERIAL, exp.DataType.Type.BIGSERIAL, exp.DataType.Type.SMALLSERIAL)
+
+
+@dataclass
+class Built:
+    """What the statements said: the schema, dropped statements by kind, data, warnings."""
+
+    schema: Schema
+    dropped: Counter = field(default_factory=Counter)
+    data: list[exp.Expr] = field(default_factory=list)
+    enums: dict[str, list[str]] = field(default_factory=dict)
+
+
+def statement_kind(stmt: Statement) -> str:
+    """A short name for what a statement is, for the dropped-statements summary."""
+    if stmt.meta:
+        return "psql meta-command" if stmt.text.startswith("\\") else "client command"
+    m = _KIND.match(stmt.text)
+    if not m:
+        return "other"
+    if m.group(1):
+        return f"{m.group(1).upper()} {m.group(2).upper()}"
+    return m.group(3).upper()
+
+
+def build_schema(
+    statements: list[Statement], read: str, source: str | None = None, keep_data: bool = False
+) -> Built:
+    """Build the table model from split statements (see the module docstring)."""
+    b = _Builder(read, source, keep_data)
+    level = log.level
+    log.setLevel(logging.ERROR)  # Command fallbacks are detected and reported here, not logged
+    try:
+        for stmt in statements:
+            b.statement(stmt)
+    finally:
+        log.setLevel(level)
+    b.finish()
+    return b.out
+
+
+class _Builder:
+    def __init__(self, read: str, source: str | None, keep_data: bool):
+        self.read = read
+        self.dialect = Dialect.get_or_raise(read)
+        self.source = source
+        self.keep_data = keep_data
+        self.out = Built(Schema())
+        self.domains: dict[str, tuple[exp.DataType, list[exp.Expr], bool]] = {}
+        self.seen: dict[tuple[str | None, str], Table] = {}
+
+    # ---- errors -------------------------------------------------------------------------
+    def error(self, reason: str, stmt: Statement, line: int | None = None, col: int | None = None):
+        if line is None:
+            return DDLError(reason, file=self.source, line=stmt.line, col=stmt.col)
+        fl, fc = stmt.locate(line, col or 1)
+        return DDLError(reason, file=self.source, line=fl, col=fc)
+
+    def error_at(self, reason: str, stmt: Statement, node: exp.Expr | None):
+        meta = _meta(node)
+        if meta:
+            return self.error(reason, stmt, meta["line"], meta["col"] - _width(node) + 1)
+        return self.error(reason, stmt)
+
+    # ---- statements ---------------------------------------------------------------------
+    def statement(self, stmt: Statement) -> None:
+        text = stmt.text
+        if not stmt.meta:
+            m = _CREATE_SCHEMA_BODY.match(text)
+            if m:
+                self.out.dropped["CREATE SCHEMA"] += 1
+                for part in _schema_body(stmt, m):
+                    self.statement(part)
+                return
+            if _CREATE_TABLE.match(text):
+                self.create_table(stmt)
+                return
+            if _ALTER_TABLE.match(text):
+                self.alter_table(stmt)
+                return
+            m = _COMMENT_ON.match(text)
+            if m:
+                self.comment_on(stmt, m.group(1).upper())
+                return
+            m = _ENUM_TYPE.match(text)
+            if m:
+                self.out.enums[_bare(m.group(1))] = [
+                    v.replace("''", "'") for v in _STRING.findall(m.group(2))
+                ]
+            m = _DOMAIN.match(text)
+            if m:
+                self.domain(stmt, m)
+            m = _EXTPROP.match(text)
+            if m and self.extended_property(m.group(1)):
+                return
+            if self.keep_data and _INSERT.match(text):
+                self.out.data.append(self.parse(stmt, text))
+        self.out.dropped[statement_kind(stmt)] += 1
+
+    def parse(self, stmt: Statement, text: str, check_commas: bool = False) -> exp.Expr:
+        try:
+            tokens = self.dialect.tokenize(text)
+        except TokenError as err:
+            raise self.error(f"cannot tokenize: {err}", stmt) from None
+        if check_commas:
+            self.check_tokens(stmt, tokens)
+        try:
+            trees = self.dialect.parser().parse(tokens, text)
+        except ParseError as err:
+            info = err.errors[0] if err.errors else {}
+            reason = info.get("description") or str(err).splitlines()[0]
+            near = (info.get("highlight") or "").strip()
+            if near:
+                reason += f" near {near!r}"
+            raise self.error(
+                f"cannot parse ({self.read}): {reason}", stmt, info.get("line"), info.get("col")
+            ) from None
+        trees = [t for t in trees if t is not None]
+        if len(trees) != 1:
+            raise self.error(f"expected one statement, found {len(trees)} (missing separator?)", stmt)
+        return trees[0]
+
+    def check_tokens(self, stmt: Statement, tokens) -> None:
+        """Reject punctuation sqlglot accepts silently: `(a int,, b int)`, `(a int,)`, `(, a int)`.
+        T-SQL itself accepts (and ignores) a trailing comma before the closing parenthesis."""
+        trailing_ok = self.read == "tsql"
+        prev = None
+        for tok in tokens:
+            t = tok.token_type
+            if prev is not None:
+                pt = prev.token_type
+                bad = (
+                    (pt == TokenType.COMMA and t == TokenType.COMMA)
+                    or (pt == TokenType.COMMA and t == TokenType.R_PAREN and not trailing_ok)
+                    or (pt == TokenType.L_PAREN and t == TokenType.COMMA)
+                )
+                if bad:
+                    raise self.error(
+                        f"empty element in a list ({prev.text}{tok.text})", stmt, tok.line, tok.col
+                    )
+            prev = tok
+
+    def prepare(self, text: str) -> str:
+        noise = _NOISE.get(self.read)
+        if noise is not None:
+            text = noise.sub(_blank, text)
+        if self.read == "tsql":
+            text = _TRAILING_COMMA.sub(" ", text)  # T-SQL accepts `..., )`; sqlglot does not
+        if self.read == "sqlite":
+            for pattern, word in _SQLITE_TYPES:
+                text = pattern.sub(lambda m, w=word: w + " " * (len(m.group()) - len(w)), text)
+        return text
+
+    # ---- CREATE TABLE ---------------------------------------------------------------------
+    def create_table(self, stmt: Statement) -> None:
+        tree = self.parse(stmt, self.prepare(stmt.text), check_commas=True)
+        if isinstance(tree, exp.Command) or not isinstance(tree, exp.Create):
+            raise self.error(
+                "CREATE TABLE uses syntax sqlglot cannot read (it fell back to a raw command)", stmt
+            )
+        if tree.expression is not None:
+            raise self.error("CREATE TABLE ... AS SELECT: the columns are not declared", stmt)
+        parent, partition = None, False
+        for prop in (tree.args.get("properties") or exp.Properties()).expressions:
+            if isinstance(prop, exp.PartitionedOfProperty):
+                parent, partition = _qualified(prop.this, stmt.schema), True
+            elif isinstance(prop, exp.InheritsProperty):
+                if len(prop.expressions) != 1:
+                    raise self.error("INHERITS from several tables is not supported", stmt)
+                parent = _qualified(prop.expressions[0], stmt.schema)
+        schema_node = tree.this
+        if parent is None and (not isinstance(schema_node, exp.Schema) or not schema_node.expressions):
+            raise self.error("CREATE TABLE without columns", stmt)
+        if not isinstance(schema_node, exp.Schema):
+            schema_node = exp.Schema(this=schema_node, expressions=[])
+        table = Table(_qualified(schema_node.this, stmt.schema), [], line=stmt.line, col=stmt.col)
+        table.parent, table.partition = parent, partition
+        key = (table.name.schema, table.name.name)
+        if key in self.seen:
+            first = self.seen[key]
+            raise self.error(f"table {table.name} is created twice (first at line {first.line})", stmt)
+        self.seen[key] = table
+        for item in schema_node.expressions:
+            if isinstance(item, (exp.ColumnDef, exp.Identifier)):
+                column = self.column(stmt, table, item)
+                if any(c.name == column.name for c in table.columns):
+                    raise self.error_at(
+                        f"duplicate column {column.name!r} in table {table.name}",
+                        stmt,
+                        item.this if isinstance(item, exp.ColumnDef) else item,
+                    )
+                table.columns.append(column)
+            else:
+                self.table_constraint(stmt, table, item)
+        self.check_table(stmt, table)
+        self.out.schema.tables.append(table)
+
+    def column(self, stmt: Statement, table: Table, item: exp.Expr) -> Column:
+        if isinstance(item, exp.Identifier):
+            line, col = stmt.locate(*_pos(item))
+            return Column(item.name, None, line=line, col=col, quoted=item.quoted)
+        ident = item.this
+        line, col = stmt.locate(*_pos(ident))
+        dtype = item.args.get("kind")
+        column = Column(
+            ident.name, dtype if isinstance(dtype, exp.DataType) else None, line, col, quoted=ident.quoted
+        )
+        if column.dtype is not None and column.dtype.this in _SERIALS:
+            column.identity = True
+        comments = [c.strip() for c in (item.comments or []) if c and c.strip()]
+        for cons in item.args.get("constraints") or []:
+            kind = cons.args.get("kind") if isinstance(cons, exp.ColumnConstraint) else cons
+            self.column_constraint(stmt, table, column, kind, cons)
+        if column.comment:
+            comments.insert(0, column.comment)
+        column.comment = " ".join(" ".join(comments).split()) or None
+        if dtype is None and column.computed is not None:
+            raise self.error_at(f"computed column {column.name!r} has no declared type", stmt, ident)
+        if column.dtype is not None and column.dtype.this == exp.DataType.Type.USERDEFINED:
+            self.resolve_user_type(stmt, column, ident)
+        return column
+
+    def column_constraint(self, stmt, table: Table, column: Column, kind, node) -> None:
+        if isinstance(kind, exp.NotNullColumnConstraint):
+            column.not_null = not kind.args.get("allow_null")
+        elif isinstance(kind, exp.PrimaryKeyColumnConstraint):
+            if table.primary_key:
+                raise self.error_at("a second PRIMARY KEY in one table", stmt, node)
+            table.primary_key = [column.name]
+        elif isinstance(kind, exp.UniqueColumnConstraint):
+            column.unique = True
+        elif isinstance(kind, exp.DefaultColumnConstraint):
+            self.set_default(column, kind.this)
+        elif isinstance(kind, exp.CheckColumnConstraint):
+            column.checks.append(kind.this)
+        elif isinstance(kind, exp.Reference):
+            table.foreign_keys.append(_reference(kind, [column.name], stmt.schema))
+        elif isinstance(kind, exp.AutoIncrementColumnConstraint):
+            column.identity = True
+        elif isinstance(kind, exp.GeneratedAsIdentityColumnConstraint):
+            if kind.args.get("expression") is not None:
+                column.computed = kind.args["expression"]
+            else:
+                column.identity = True
+        elif isinstance(kind, exp.ComputedColumnConstraint):
+            column.computed = kind.this.unnest() if isinstance(kind.this, exp.Paren) else kind.this
+        elif isinstance(kind, exp.CommentColumnConstraint):
+            column.comment = kind.this.name if kind.this is not None else None
+        elif isinstance(
+            kind,
+            (
+                exp.OnUpdateColumnConstraint,
+                exp.BinaryColumnConstraint,
+                exp.CollateColumnConstraint,
+                exp.CharacterSetColumnConstraint,
+                exp.ZeroFillColumnConstraint,
+                exp.CaseSpecificColumnConstraint,
+                exp.TitleColumnConstraint,
+                exp.InlineLengthColumnConstraint,
+                exp.CompressColumnConstraint,
+                exp.EncodeColumnConstraint,
+            ),
+        ):
+            pass  # behaviour or storage, not structure (documented in docs/ddl.md)
+        else:
+            name = type(kind).__name__ if kind is not None else "?"
+            raise self.error_at(f"unsupported column constraint {name} on {column.name!r}", stmt, node)
+
+    def set_default(self, column: Column, value: exp.Expr | None) -> None:
+        while isinstance(value, exp.Paren):
+            value = value.this
+        if value is None or isinstance(value, exp.Null):
+            column.default = None
+            return
+        if isinstance(value, exp.Anonymous) and value.name.lower() == "nextval":
+            column.identity = True  # a sequence-backed key: the sequence itself is dropped
+            column.default = None
+            return
+        for cast in list(value.find_all(exp.Cast)):
+            to = cast.args.get("to")
+            if isinstance(to, exp.DataType) and to.this == exp.DataType.Type.USERDEFINED:
+                if cast is value:  # 'G'::mpaa_rating: the type is mapped away
+                    value = cast.this
+                else:
+                    cast.replace(cast.this)
+        column.default = value
+
+    def resolve_user_type(self, stmt: Statement, column: Column, ident: exp.Expr) -> None:
+        from hive_data.ddl.types import category
+
+        kind = column.dtype.args.get("kind")
+        name = kind.name if isinstance(kind, exp.Expr) else str(kind or "")
+        key = _bare(name)
+        if key in self.out.enums:
+            values = self.out.enums[key]
+            column.dtype = exp.DataType(
+                this=exp.DataType.Type.ENUM, expressions=[exp.Literal.string(v) for v in values]
+            )
+            return
+        if key in self.domains:
+            base, checks, not_null = self.domains[key]
+            column.dtype = base.copy()
+            column.not_null = column.not_null or not_null
+            for check in checks:
+                check = check.copy()
+                for ref in list(check.find_all(exp.Column)):
+                    if ref.name.upper() == "VALUE" and not ref.table:
+                        ref.replace(exp.column(column.name, quoted=column.quoted))
+                column.checks.append(check)
+            return
+        if category(column.dtype, self.read) is None:
+            raise self.error_at(f"unknown type {name!r} for column {column.name!r}", stmt, ident)
+
+    def table_constraint(self, stmt: Statement, table: Table, item: exp.Expr) -> None:
+        if isinstance(item, exp.Constraint):
+            for part in item.expressions:
+                self.table_constraint(stmt, table, part)
+            return
+        if isinstance(item, exp.PrimaryKey):
+            if table.primary_key:
+                raise self.error_at("a second PRIMARY KEY in one table", stmt, item)
+            table.primary_key = [_name(e) for e in item.expressions]
+        elif isinstance(item, exp.ForeignKey):
+            ref = item.args.get("reference")
+            table.foreign_keys.append(_reference(ref, [_name(e) for e in item.expressions], stmt.schema))
+        elif isinstance(item, exp.UniqueColumnConstraint):
+            target = item.this
+            cols = [_name(e) for e in target.expressions] if isinstance(target, exp.Schema) else []
+            if not cols:
+                raise self.error_at("UNIQUE without columns", stmt, item)
+            table.uniques.append(cols)
+        elif isinstance(item, exp.CheckColumnConstraint):
+            table.checks.append(item.this)
+        elif isinstance(item, exp.IndexColumnConstraint):
+            self.out.dropped["index inside CREATE TABLE"] += 1
+        elif isinstance(item, exp.LikeProperty):
+            raise self.error("CREATE TABLE (LIKE ...): copied columns are not supported", stmt)
+        else:
+            raise self.error_at(f"unsupported table element {type(item).__name__}", stmt, item)
+
+    def check_table(self, stmt: Statement, table: Table) -> None:
+        if table.parent is not None:
+            return  # inherited columns arrive later (transforms.expand_inheritance checks then)
+        names = [table.primary_key, *table.uniques, *(fk.columns for fk in table.foreign_keys)]
+        for cols in names:
+            for name in cols:
+                if table.column(name) is None:
+                    raise self.error(f"table {table.name} has a key on unknown column {name!r}", stmt)
+        table.primary_key = [table.column(n).name for n in table.primary_key]
+        for fk in table.foreign_keys:
+            fk.columns = [table.column(n).name for n in fk.columns]
+            if fk.ref_columns and len(fk.ref_columns) != len(fk.columns):
+                raise self.error(
+                    f"foreign key {fk.columns} of {table.name} names a different number of columns", stmt
+                )
+
+    # ---- ALTER TABLE ----------------------------------------------------------------------
+    def alter_table(self, stmt: Statement) -> None:
+        text = self.prepare(stmt.text)
+        m = _TSQL_DEFAULT_FOR.match(text)
+        if m:
+            table = self.table_for(stmt, _qualified_text(m.group(1), stmt.schema))
+            column = table.column(_bare(m.group(3)))
+            if column is None:
+                raise self.error(f"DEFAULT FOR unknown column {m.group(3)}", stmt)
+            value = self.parse(stmt, "SELECT " + m.group(2))
+            self.set_default(column, value.expressions[0])
+            return
+        m = _ALTER_NOISE.match(text)
+        if m:
+            what = " ".join(next(g for g in m.groups() if g).upper().replace("(", "").split())
+            self.out.dropped[f"ALTER TABLE {what}"] += 1
+            return
+        tree = self.parse(stmt, text, check_commas=True)
+        if not isinstance(tree, exp.Alter) or not tree.args.get("actions"):
+            raise self.error(
+                "ALTER TABLE uses syntax sqlglot cannot read (it fell back to a raw command)", stmt
+            )
+        table = self.table_for(stmt, _qualified(tree.this, stmt.schema))
+        for action in tree.args["actions"]:
+            if isinstance(action, exp.AddConstraint):
+                for part in action.expressions:
+                    self.table_constraint(stmt, table, part)
+            elif isinstance(action, exp.ColumnDef):
+                table.columns.append(self.column(stmt, table, action))
+            elif isinstance(action, exp.AlterColumn):
+                column = table.column(action.this.name)
+                if column is None:
+                    raise self.error_at(
+                        f"ALTER COLUMN of unknown column {action.this.name!r}", stmt, action.this
+                    )
+                if action.args.get("default") is not None:
+                    self.set_default(column, action.args["default"])
+                elif action.args.get("drop"):
+                    column.default = None
+                elif action.args.get("allow_null") is not None:
+                    column.not_null = not action.args["allow_null"]
+                elif isinstance(action.args.get("dtype"), exp.DataType):
+                    column.dtype = action.args["dtype"]
+                else:
+                    raise self.error("unsupported ALTER COLUMN form", stmt)
+            else:
+                raise self.error(f"unsupported ALTER TABLE action {type(action).__name__}", stmt)
+        self.check_table(stmt, table)
+
+    def table_for(self, stmt: Statement, name: QualifiedName) -> Table:
+        table = self.out.schema.find(name)
+        if table is None:
+            raise self.error(f"ALTER TABLE of {name}, which this input does not create", stmt)
+        return table
+
+    # ---- comments, types, domains --------------------------------------------------------
+    def comment_on(self, stmt: Statement, what: str) -> None:
+        if what != "COLUMN":
+            self.out.dropped[f"COMMENT ON {what}"] += 1
+            return
+        tree = self.parse(stmt, stmt.text)
+        target = tree.this if isinstance(tree, exp.Comment) else None
+        if not isinstance(target, exp.Column) or not target.table:
+            raise self.error("COMMENT ON COLUMN needs table.column", stmt)
+        schema = target.args.get("db")
+        name = QualifiedName(target.table, schema.name if schema else stmt.schema)
+        table = self.table_for(stmt, name)
+        column = table.column(target.name)
+        if column is None:
+            raise self.error(f"COMMENT ON unknown column {target.name!r}", stmt)
+        text = tree.expression.name if tree.expression is not None else ""
+        column.comment = " ".join(text.split()) or None
+
+    def extended_property(self, args: str) -> bool:
+        """T-SQL column descriptions: sp_addextendedproperty 'MS_Description', 'text', ... 'COLUMN', c."""
+        values = [v.replace("''", "'") for v in _STRING.findall(args)]
+        if len(values) < 8 or values[6].upper() != "COLUMN":
+            return False
+        table = self.out.schema.find(QualifiedName(values[5], values[3]))
+        column = table.column(values[7]) if table else None
+        if column is None:
+            return False
+        column.comment = " ".join(values[1].split()) or None
+        return True
+
+    def domain(self, stmt: Statement, m: re.Match) -> None:
+        tree = self.parse(stmt, f"CREATE TABLE d (VALUE {self.prepare(m.group(2))})")
+        col = tree.this.expressions[0] if isinstance(tree, exp.Create) else None
+        if not isinstance(col, exp.ColumnDef) or not isinstance(col.args.get("kind"), exp.DataType):
+            return
+        checks, not_null = [], False
+        for cons in col.args.get("constraints") or []:
+            kind = cons.args.get("kind")
+            if isinstance(kind, exp.CheckColumnConstraint):
+                checks.append(kind.this)
+            elif isinstance(kind, exp.NotNullColumnConstraint) and not kind.args.get("allow_null"):
+                not_null = True
+        self.domains[_bare(m.group(1))] = (col.args["kind"], checks, not_null)
+
+    def finish(self) -> None:
+        pass
+
+
+def _schema_body(stmt: Statement, m: re.Match) -> list[Statement]:
+    """`CREATE SCHEMA x CREATE TABLE a (...) CREATE TABLE b (...)` -> one statement per part."""
+    schema = _bare(m.group(1))
+    text = stmt.text
+    starts = [p.start() for p in _SCHEMA_BODY_PART.finditer(text, m.end())]
+    starts = [s for s in starts if _depth(text, s) == 0]
+    parts = []
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else len(text)
+        before = text[:start]
+        line = stmt.line + before.count("\n")
+        col = start - before.rfind("\n") if "\n" in before else stmt.col + start
+        parts.append(Statement(text[start:end].strip(), line, col, schema=schema))
+    return parts
+
+
+def _depth(text: str, pos: int) -> int:
+    return text.count("(", 0, pos) - text.count(")", 0, pos)
+
+
+def _blank(m: re.Match) -> str:
+    return re.sub(r"[^\n]", " ", m.group())
+
+
+def _bare(name: str) -> str:
+    """Last part of a possibly qualified, possibly quoted name, unquoted."""
+    name = name.strip().rstrip(";")
+    part = re.split(r"\.(?=(?:[^\"`\]]|[\"`\[][^\"`\]]*[\"`\]])*$)", name)[-1]
+    if part[:1] in '"`[' and len(part) >= 2:
+        part = part[1:-1]
+    return part
+
+
+def _qualified_text(name: str, default_schema: str | None) -> QualifiedName:
+    parts = [p.strip('"`[]') for p in re.split(r"\.", name)]
+    return QualifiedName(parts[-1], parts[-2] if len(parts) > 1 else default_schema)
+
+
+def _qualified(table: exp.Expr, default_schema: str | None) -> QualifiedName:
+    if isinstance(table, exp.Schema):
+        table = table.this
+    ident = table.this if isinstance(table, exp.Table) else table
+    db = table.args.get("db") if isinstance(table, exp.Table) else None
+    quoted = bool(getattr(ident, "quoted", False))
+    return QualifiedName(table.name, db.name if db is not None else default_schema, quoted)
+
+
+def _reference(ref: exp.Reference, columns: list[str], default_schema: str | None) -> ForeignKey:
+    target = ref.this
+    ref_columns = [_name(e) for e in target.expressions] if isinstance(target, exp.Schema) else []
+    options = [" ".join(str(o).upper().split()) for o in ref.args.get("options") or []]
+    return ForeignKey(columns, _qualified(target, default_schema), ref_columns, options)
+
+
+def _name(node: exp.Expr) -> str:
+    while isinstance(node, (exp.Ordered, exp.ColumnPrefix, exp.Paren)):
+        node = node.this
+    return node.name
+
+
+def _meta(node: exp.Expr | None) -> dict | None:
+    if node is None:
+        return None
+    for n in (node, *node.find_all(exp.Identifier)):
+        meta = n.meta if isinstance(n, exp.Identifier) else None
+        if meta and "line" in meta:
+            return meta
+    return None
+
+
+def _width(node: exp.Expr) -> int:
+    meta = _meta(node)
+    if not meta:
+        return 1
+    return meta.get("end", 0) - meta.get("start", 0) + 1
+
+
+def _pos(ident: exp.Expr) -> tuple[int, int]:
+    meta = _meta(ident)
+    if not meta:
+        return 1, 1
+    return meta["line"], max(1, meta["col"] - _width(ident) + 1)
