@@ -155,6 +155,7 @@ class _Schema:
     data: tuple[str, ...]
     dropped: Counter
     key: bytes = b""
+    qualified: bool = False  # tables keep schema qualifiers (they came from several schemas)
 
 
 def _canonical_schema(text: str, source: str) -> _Schema:
@@ -180,7 +181,8 @@ def _canonical_schema(text: str, source: str) -> _Schema:
                 dropped["INSERT"] = max(0, dropped["INSERT"] - len(data))
             dropped = +dropped
             canonical += "\n"
-            got = _Schema(canonical, res.read, len(res.tables), data, dropped, _digest(canonical))
+            qualified = any("." in name for name in res.tables)
+            got = _Schema(canonical, res.read, len(res.tables), data, dropped, _digest(canonical), qualified)
             if not res.tables:
                 got = DDLError("schema has no CREATE TABLE statement")
         except DDLError as err:
@@ -284,7 +286,9 @@ def _sql_row(data: dict, fmt: str, source: str, row: int) -> tuple[dict, bytes, 
     from hive_data.verify import transpile_answer
 
     try:
-        sql = transpile_answer(answer, read, cfg.dialect)
+        sql = transpile_answer(
+            answer, read, cfg.dialect, unqualify=schema is not None and not schema.qualified
+        )
     except SQLError as err:
         raise _Reject(getattr(err, "step", "answer"), err) from None
     if cfg.verify == "explain":

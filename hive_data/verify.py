@@ -99,11 +99,41 @@ def _foreign_leftovers(stmt: exp.Expr, dialect: str) -> str | None:
     return None
 
 
-def transpile_answer(sql: str, read: str, dialect: str) -> str:
+def cross_join_bare_joins(stmt: exp.Expr) -> exp.Expr:
+    """`a JOIN b JOIN c ON <a and c>`: MySQL and SQLite read a JOIN without a condition as a cross join
+    that binds left to right; sqlglot prints it as a comma, which binds looser than JOIN in PostgreSQL
+    and the standard, so `a` would fall out of scope of the ON. Spell such joins `CROSS JOIN`."""
+    for select in stmt.find_all(exp.Select):
+        joins = select.args.get("joins") or []
+        for i, join in enumerate(joins):
+            bare = not any(join.args.get(k) for k in ("on", "using", "kind", "side", "method"))
+            if bare and any(later.args.get("on") or later.args.get("using") for later in joins[i + 1 :]):
+                join.set("kind", "CROSS")
+    return stmt
+
+
+def drop_qualifiers(stmt: exp.Expr) -> exp.Expr:
+    """Remove database/schema qualifiers (`world_1.city`, `db.t.c`), as the canonical schema does when
+    all its tables share one schema."""
+    for table in stmt.find_all(exp.Table):
+        table.set("db", None)
+        table.set("catalog", None)
+    for column in stmt.find_all(exp.Column):
+        if column.args.get("db") is not None:
+            column.set("db", None)
+            column.set("catalog", None)
+    return stmt
+
+
+def transpile_answer(sql: str, read: str, dialect: str, *, unqualify: bool = False) -> str:
     """The answer in the `dialect`, with the canonical schema's identifier policy, one line per
-    statement as sqlglot prints it. Raises SQLError when it cannot be read, transpiled or re-read."""
+    statement as sqlglot prints it; `unqualify` drops schema qualifiers (for schemas printed without
+    them). Raises SQLError when it cannot be read, transpiled or re-read."""
     stmt = parse_statement(sql, read, "does not parse")
-    stmt = _identifier_policy()(stmt, dialect)
+    stmt = _identifier_policy()(stmt, dialect)  # a copy: the rewrites below do not touch the parse
+    stmt = cross_join_bare_joins(stmt)
+    if unqualify:
+        stmt = drop_qualifiers(stmt)
     try:
         out = stmt.sql(dialect=dialect, unsupported_level=ErrorLevel.RAISE)
     except SqlglotError as err:

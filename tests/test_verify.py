@@ -166,3 +166,32 @@ def test_parse_statement_rejects_commands():
     with pytest.raises(SQLError, match="unsupported"):
         parse_statement("REPLACE INTO t VALUES (1)", "mysql")
     assert parse_statement("SELECT 1", "postgres").key == "select"
+
+
+def test_bare_mysql_joins_become_cross_joins():
+    # MySQL binds `a JOIN b JOIN c ON ...` left to right; a comma would put t1 out of the ON's scope
+    out = transpile_answer(
+        "SELECT t3.name FROM a AS t1 JOIN b AS t2 JOIN c AS t3 ON t1.x = t2.x AND t1.y = t3.y",
+        "mysql",
+        "postgres",
+    )
+    assert out == "SELECT t3.name FROM a AS t1 CROSS JOIN b AS t2 JOIN c AS t3 ON t1.x = t2.x AND t1.y = t3.y"
+    # a lone comma join stays a comma join
+    assert transpile_answer("SELECT * FROM a, b", "mysql", "postgres") == "SELECT * FROM a, b"
+
+
+def test_schema_qualifiers_follow_the_schema():
+    sql = "SELECT `c`.`name` FROM `world_1`.`city` AS `c` WHERE `world_1`.`city`.`id` = 1"
+    assert (
+        transpile_answer(sql, "mysql", "postgres", unqualify=True)
+        == "SELECT c.name FROM city AS c WHERE city.id = 1"
+    )
+    assert transpile_answer(sql, "mysql", "postgres").startswith("SELECT c.name FROM world_1.city AS c")
+
+
+def test_kept_spider_style_answer_passes_explain(verifier):
+    schema = "-- Dialect: postgres\n-- Table: Student\nCREATE TABLE Student (\n  StuID INTEGER PRIMARY KEY,\n  LName TEXT\n);\n"
+    # MySQL backticks preserve case; the canonical policy leaves plain names unquoted so both fold alike
+    verifier.explain(
+        transpile_answer("SELECT `LName` FROM `Student` WHERE `StuID` = 1", "mysql", "postgres"), schema
+    )
