@@ -127,21 +127,105 @@ def _summary(dropped: Counter, files: int) -> str:
     "--output",
     default="-",
     show_default=True,
-    help="Output file ('-' for stdout), or a directory when INPUT is a directory.",
+    help="Output file ('-' for stdout), or a directory when INPUT is a directory. "
+    "Datasets: a .jsonl or .parquet file (required).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    default=None,
+    type=click.Choice(
+        ["gretel", "create_context", "spider", "messages", "prompt_completion", "alpaca", "text"]
+    ),
+    help="Datasets: record format (default: detected from the columns).",
+)
+@click.option(
+    "--map",
+    "mapping",
+    default=None,
+    metavar="FIELD=COLUMN,...",
+    help="Datasets: take a format's field from another column, e.g. question=q,answer=query,schema=ddl.",
+)
+@click.option(
+    "--schema-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Datasets: directory of schemas that live outside the rows: DIR/<key>/schema.sql or DIR/<key>.sql.",
+)
+@click.option(
+    "--schema-key",
+    default=None,
+    help="Datasets: the column naming each row's schema in --schema-dir (default: db_id|database).",
+)
+@click.option(
+    "--keep-data",
+    is_flag=True,
+    help="Datasets: keep INSERTs found in schema contexts (transpiled, after the tables) instead of dropping them.",
+)
+@click.option(
+    "--verify",
+    default="parse",
+    show_default=True,
+    type=click.Choice(["parse", "explain"]),
+    help="Datasets: answers must parse in the target dialect, or also pass EXPLAIN in an embedded PostgreSQL.",
+)
+@click.option(
+    "--rejects",
+    default=None,
+    help="Datasets: where failing rows go, with row number, step and reason (default: <output stem>.rejects.jsonl).",
+)
+@click.option("--strict", is_flag=True, help="Datasets: exit with status 1 if any row is rejected.")
+@click.option(
+    "--num-proc",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Datasets: worker processes (default: all cores).",
 )
 @cli_errors
-def normalize(input_path: str, read: str, dialect: str, output: str) -> None:
-    """Normalize INPUT into canonical schemas (and, later, datasets into clean records).
+def normalize(
+    input_path: str,
+    read: str,
+    dialect: str,
+    output: str,
+    fmt: str | None = None,
+    mapping: str | None = None,
+    schema_dir: str | None = None,
+    schema_key: str | None = None,
+    keep_data: bool = False,
+    verify: str = "parse",
+    rejects: str | None = None,
+    strict: bool = False,
+    num_proc: int | None = None,
+) -> None:
+    """Normalize INPUT into canonical schemas, or a dataset into clean, verified rows.
 
     INPUT is a .sql file or a directory of them: every CREATE TABLE is rewritten into the canonical
     format (inline foreign keys, a closed type vocabulary, dependency order); statements that are
     not table structure are dropped and counted on stderr.
+
+    INPUT can also be a dataset: a .jsonl/.json/.parquet/.csv file, a directory of them, or a hub id
+    org/name[:split][:config]. Schemas are canonicalized, SQL answers transpiled to --dialect and
+    verified (--verify), duplicates removed; failing rows go to the rejects file with their reason.
     """
     if is_sql_input(input_path):
         normalize_sql_path(input_path, output=output, read=read, dialect=dialect.lower())
         return
-    raise ConfigError(
-        "not a .sql file or a directory of them; dataset inputs "
-        "(.jsonl/.json/.parquet/.csv, hub ids) are not handled by this command yet",
-        file=input_path,
+    from hive_data.dataset import NormalizeConfig, normalize_dataset
+
+    if output in (None, "-"):
+        raise ConfigError("a dataset input needs -o OUTPUT.jsonl or -o OUTPUT.parquet", file=input_path)
+    cfg = NormalizeConfig(
+        read=read,
+        dialect=dialect.lower(),
+        fmt=fmt,
+        mapping=mapping or {},
+        schema_dir=schema_dir,
+        schema_key=schema_key,
+        keep_data=keep_data,
+        verify=verify,
+        rejects=rejects,
+        strict=strict,
+        num_proc=num_proc,
     )
+    summary = normalize_dataset(input_path, output, cfg)
+    click.echo(summary.text(), err=True)

@@ -343,7 +343,7 @@ def _reject_entry(item: tuple, step: str, err: HiveError) -> dict:
 
 def _work(batch: list[tuple]) -> list[tuple]:
     """Process a batch of rows; one result per row, in order:
-    ("ok", json line, dedup key, fmt, (dropped, schema key) | None) or ("reject", reject json line, step)."""
+    ("ok", json line, dedup key, fmt, (dropped, schema key) | None) or ("reject", reject json line, step, fmt)."""
     out = []
     for item in batch:
         source, row, line, fmt, data, raw = item
@@ -359,7 +359,9 @@ def _work(batch: list[tuple]) -> list[tuple]:
             out.append(("ok", json.dumps(result, ensure_ascii=False, default=_json_default), key, fmt, extra))
         except _Reject as rej:
             entry = _reject_entry(item, rej.step, rej.err)
-            out.append(("reject", json.dumps(entry, ensure_ascii=False, default=_json_default), rej.step))
+            out.append(
+                ("reject", json.dumps(entry, ensure_ascii=False, default=_json_default), rej.step, fmt)
+            )
     return out
 
 
@@ -500,6 +502,8 @@ def _write(records, output: Path, rejects: Path, cfg, pg_uri, procs: int, summar
                     if res[0] == "reject":
                         rej.write(res[1] + "\n")
                         summary.rejected[res[2]] += 1
+                        if res[3]:
+                            summary.formats[res[3]] += 1
                         continue
                     _, line, key, fmt, extra = res
                     summary.formats[fmt] += 1
