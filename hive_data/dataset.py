@@ -106,7 +106,7 @@ class Summary:
         ]
         if self.dropped:
             lines.append(
-                "dropped from schema contexts: "
+                "dropped from schema contexts (summed over rows): "
                 + ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items()))
             )
         lines.append(f"time: {self.seconds:.1f} s, {self.rows_per_s:,.0f} rows/s; wrote {self.output}")
