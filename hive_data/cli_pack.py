@@ -163,6 +163,8 @@ def inspect(shards, row, split, plot, tokenizer, verify, color):
 
     opened = open_shards(shards, verify=verify)
     manifest = opened.manifest
+    if row is not None:
+        check_row(opened, split, row)
     click.echo(summary(manifest))
     click.echo("")
     click.echo(text_histogram(manifest.get("length_histogram")))
@@ -249,17 +251,23 @@ def write_plot(hist: dict | None, path: str, title: str = "") -> None:
     plt.close(fig)
 
 
-def decode_row(opened, split: str, k: int, tokenizer_name: str | None, color: bool) -> str:
-    """Row `k` of `split`, document by document, loss-carrying text highlighted (colour, or ⟦...⟧)."""
-    import numpy as np
-
+def check_row(opened, split: str, k: int):
     from hive_data.errors import ShardError
-    from hive_data.pack import load_tokenizer
 
     table = opened.split(split)
     if table is None or not 0 <= k < table.num_rows:
         rows = 0 if table is None else table.num_rows
         raise ShardError(f"no row {k} in split {split!r} (it has {rows} rows)", file=str(opened.root))
+    return table
+
+
+def decode_row(opened, split: str, k: int, tokenizer_name: str | None, color: bool) -> str:
+    """Row `k` of `split`, document by document, loss-carrying text highlighted (colour, or ⟦...⟧)."""
+    import numpy as np
+
+    from hive_data.pack import load_tokenizer
+
+    table = check_row(opened, split, k)
     tokenizer = load_tokenizer(tokenizer_name or opened.manifest["tokenizer"]["name_or_path"])
     rec = table.slice(k, 1).to_pylist()[0]
     ids = np.asarray(rec["input_ids"])

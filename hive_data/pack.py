@@ -581,9 +581,16 @@ def _write_split(staging: Path, split: str, docs: np.ndarray, packing: Packing, 
     starts = np.zeros(len(lengths), dtype=np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
     writer = ShardWriter(staging, split, config.shard_tokens)
-    chunk = max(1, min(1024, config.shard_tokens // config.seq))
-    for r0 in range(0, packing.rows, chunk):
-        r1 = min(packing.rows, r0 + chunk)
+    # Record batches of at most 1024 rows, cut where a shard reaches `shard_tokens`, so every shard
+    # ends within one row of its target (the writer starts a new file at the next batch).
+    cum = np.zeros(packing.rows + 1, dtype=np.int64)
+    np.cumsum(packing.row_tokens, out=cum[1:])
+    shard_start, r0 = 0, 0
+    while r0 < packing.rows:
+        full = int(np.searchsorted(cum, cum[shard_start] + config.shard_tokens, side="left"))
+        r1 = min(packing.rows, r0 + 1024, max(full, r0 + 1))
+        if r1 >= full:
+            shard_start = r1
         d0, d1 = packing.row_offsets[r0], packing.row_offsets[r1]
         members = docs[packing.order[d0:d1]]
         doc_len = lengths[members]
@@ -608,6 +615,7 @@ def _write_split(staging: Path, split: str, docs: np.ndarray, packing: Packing, 
             schema=SCHEMA,
         )
         writer.write(batch)
+        r0 = r1
     return writer.close()
 
 
