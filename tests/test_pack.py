@@ -41,7 +41,7 @@ def tokenizer(tok_dir):
 def conversation(i: int, rng: random.Random) -> list[dict]:
     words = "how many orders per city name total price users where with the".split()
     question = " ".join(rng.choice(words) for _ in range(rng.randint(2, 30)))
-    schema = "CREATE TABLE t%d (id INT, name TEXT);\n" % (i % 7) * rng.randint(1, 6)
+    schema = f"CREATE TABLE t{i % 7} (id INT, name TEXT);\n" * rng.randint(1, 6)
     return [
         {"role": "system", "content": f"You translate questions into SQL.\n\n{schema}"},
         {"role": "user", "content": f"{question} #{i}"},
@@ -160,8 +160,8 @@ def test_shards_load_with_datasets(dataset, tmp_path, tok_dir):
 def test_deterministic_across_runs_and_num_proc(dataset, tmp_path, tok_dir):
     src = dataset[0]
     a = pack(src, tmp_path / "a", tok_dir, num_proc=1, batch_rows=1000, shard_tokens=20_000)
-    b = pack(src, tmp_path / "b", tok_dir, num_proc=2, batch_rows=37, shard_tokens=20_000)
-    c = pack(src, tmp_path / "c", tok_dir, num_proc=3, batch_rows=64, shard_tokens=20_000)
+    pack(src, tmp_path / "b", tok_dir, num_proc=2, batch_rows=37, shard_tokens=20_000)
+    pack(src, tmp_path / "c", tok_dir, num_proc=3, batch_rows=64, shard_tokens=20_000)
     assert len(a.manifest["shards"]) > 2  # several shards, so the shard split is covered too
     assert shard_bytes(tmp_path / "a") == shard_bytes(tmp_path / "b") == shard_bytes(tmp_path / "c")
     d = pack(src, tmp_path / "d", tok_dir, seed=1, shard_tokens=20_000)
