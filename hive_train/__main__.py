@@ -1,0 +1,5 @@
+"""`python -m hive_train` = `hive-train`."""
+
+from hive_train.cli import main
+
+main()

@@ -1,0 +1,156 @@
+"""Checkpoints: everything a run needs to continue exactly, as safetensors + JSON (no pickles).
+
+    runs/NAME/checkpoints/step-00000120/
+        trainable.safetensors   adapter weights by parameter name
+        optimizer.safetensors   optimizer state tensors, keyed "<param index>.<name>"
+        rng.safetensors         torch CPU (and CUDA) generator states
+        state.json              step, data cursor, scheduler, param groups, metrics, files (written last)
+
+A checkpoint is built in a staging directory beside its final name and renamed into place
+(`hive_data.atomic.commit_dir`), so a crash never leaves a half-written `step-*` directory;
+`latest_checkpoint` additionally requires `state.json` and every file it lists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from hive_data.atomic import commit_dir, new_staging_dir, remove_stale
+from hive_data.errors import TrainError
+from hive_train.model import trainable_state
+
+CHECKPOINTS = "checkpoints"
+FILES = ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors")
+_NAME = re.compile(r"^step-(\d{8})$")
+
+
+def checkpoint_dir(run_dir: str | os.PathLike, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINTS / f"step-{step:08d}"
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict] = {}
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    groups = [
+        {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()}
+        for group in state["param_groups"]
+    ]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def _rng_tensors() -> dict[str, torch.Tensor]:
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for index, value in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{index}"] = value
+    return tensors
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike, step: int, model, optimizer, state: dict, keep: int = 2
+) -> Path:
+    """Write checkpoint `step` atomically; keep the newest `keep` complete ones. Returns its path."""
+    target = checkpoint_dir(run_dir, step)
+    remove_stale(target)
+    staging = new_staging_dir(target)
+    try:
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in trainable_state(model).items()}, staging / FILES[0]
+        )
+        tensors, opt_json = _optimizer_tensors(optimizer)
+        save_file(tensors, staging / FILES[1])
+        save_file(_rng_tensors(), staging / FILES[2])
+        payload = dict(state, step=step, optimizer=opt_json, files=list(FILES))
+        (staging / "state.json").write_text(
+            json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        commit_dir(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for old in list_checkpoints(run_dir)[:-keep]:
+        if old != target:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _complete(path: Path) -> bool:
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and all((path / name).is_file() for name in state.get("files", FILES))
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints, oldest first. Staging leftovers and incomplete directories are skipped."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name) and _complete(p)]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def read_state(path: str | os.PathLike) -> dict:
+    return json.loads((Path(path) / "state.json").read_text(encoding="utf-8"))
+
+
+def load_checkpoint(path: str | os.PathLike, model, optimizer) -> dict:
+    """Restore adapter weights, optimizer state and RNG states in place; return `state.json`."""
+    path = Path(path)
+    state = read_state(path)
+    weights = load_file(path / FILES[0])
+    params = trainable_state(model)
+    if set(weights) != set(params):
+        missing = sorted(set(params) ^ set(weights))[:3]
+        raise TrainError(
+            f"checkpoint does not match this adapter (differing parameters, e.g. {missing}); "
+            "was it made with another --adapter, --rank or --target-modules?",
+            file=str(path),
+        )
+    with torch.no_grad():
+        for name, param in params.items():
+            if param.shape != weights[name].shape:
+                raise TrainError(f"checkpoint shape differs for {name}", file=str(path))
+            param.copy_(weights[name])
+    tensors = load_file(path / FILES[1])
+    opt_json = state["optimizer"]
+    per_param: dict[int, dict] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        per_param.setdefault(int(index), {})[name] = value
+    for index, extra in opt_json.get("scalars", {}).items():
+        per_param.setdefault(int(index), {}).update(extra)
+    groups = []
+    for group in opt_json["param_groups"]:
+        group = dict(group)
+        if isinstance(group.get("betas"), list):
+            group["betas"] = tuple(group["betas"])
+        groups.append(group)
+    optimizer.load_state_dict({"state": per_param, "param_groups": groups})
+    rng = load_file(path / FILES[2])
+    torch.set_rng_state(rng["torch_cpu"])
+    if torch.cuda.is_available():
+        cuda_states = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda_")]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+    return state

@@ -1,0 +1,134 @@
+"""`hive-train SHARDS -o runs/NAME [--config recipe.yaml] [flags]`: a thin edge over `hive_train.loop.train`."""
+
+from __future__ import annotations
+
+import warnings
+
+import click
+
+from hive_data.cli_util import cli_errors
+from hive_train import __version__
+from hive_train.config import ADAPTERS, ATTENTION, DTYPES, QUANTS, SCHEDULERS, VRAM_TIERS
+
+# click option name -> TrainConfig field (when they differ)
+RENAMES = {"learning_rate": "lr", "warmup": "warmup_ratio"}
+
+
+def _free_gib() -> float | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    free, _ = torch.cuda.mem_get_info()
+    return free / 2**30
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("shards", type=click.Path(file_okay=False, path_type=str))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(file_okay=False), help="Run directory (runs/NAME)."
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Recipe YAML (its `train` section) or a hivellm expert manifest.json (schema 2.0).",
+)
+@click.option("--model", help="Base model: hub id or local directory. [default: Qwen/Qwen3-0.6B]")
+@click.option(
+    "--tokenizer", help="Tokenizer to copy into the run. [default: the one the shards were packed with]"
+)
+@click.option(
+    "--quant", type=click.Choice(QUANTS), help="Base weights: bitsandbytes NF4 (double quant) or none. [nf4]"
+)
+@click.option("--adapter", type=click.Choice(ADAPTERS), help="Adapter kind. [dora]")
+@click.option("--rank", type=int, help="Adapter rank. [12]")
+@click.option("--alpha", type=float, help="LoRA/DoRA alpha. [24]")
+@click.option("--dropout", type=float, help="Adapter dropout. [0]")
+@click.option("--target-modules", help="Comma-separated module names. [q/k/v/o_proj,up_proj,down_proj]")
+@click.option("--epochs", type=float, help="Epochs over the train split (fractions allowed). [1]")
+@click.option("--max-steps", type=int, help="Optimizer steps; wins over --epochs.")
+@click.option("--lr", "learning_rate", type=float, help="Peak learning rate. [2e-4]")
+@click.option("--weight-decay", type=float, help="AdamW weight decay. [0]")
+@click.option("--warmup-ratio", "warmup", type=float, help="Fraction of steps with linear warmup. [0.03]")
+@click.option("--lr-scheduler", type=click.Choice(SCHEDULERS), help="Decay after warmup. [cosine]")
+@click.option("--max-grad-norm", type=float, help="Gradient clipping norm, 0 = off. [1.0]")
+@click.option("--batch-size", type=int, help="Rows per micro-batch. [16]")
+@click.option("--grad-accum", type=int, help="Micro-batches per optimizer step. [4]")
+@click.option("--tokens-per-micro", type=int, help="Build micro-batches by tokens instead of rows.")
+@click.option(
+    "--tokens-per-step", type=int, help="Accumulate micro-batches until a step holds this many tokens."
+)
+@click.option("--seq", type=int, help="Expected sequence length; must equal the shards' (checked).")
+@click.option(
+    "--eval-every", type=int, help="Validation loss every N steps (and at the end); 0 = end only. [200]"
+)
+@click.option("--save-every", type=int, help="Checkpoint every N steps (and at the end); 0 = end only. [500]")
+@click.option("--log-every", type=int, help="Write metrics every N steps. [1]")
+@click.option("--keep-checkpoints", type=int, help="Newest checkpoints kept. [2]")
+@click.option("--seed", type=int, help="Seed for data order and adapter init. [42]")
+@click.option(
+    "--vram", type=click.Choice(VRAM_TIERS), help="GPU memory preset in GB; auto reads free memory."
+)
+@click.option("--device", help="auto, cpu, cuda or cuda:N. [auto]")
+@click.option(
+    "--dtype", type=click.Choice(DTYPES), help="Compute dtype; auto = bf16 autocast on CUDA, fp32 on CPU."
+)
+@click.option("--attention", type=click.Choice(ATTENTION), help="Document-isolated attention backend. [auto]")
+@click.option(
+    "--gradient-checkpointing/--no-gradient-checkpointing",
+    default=None,
+    help="Recompute activations in backward.",
+)
+@click.option("--compile/--no-compile", default=None, help="torch.compile each decoder layer.")
+@click.option(
+    "--resume", is_flag=True, help="Continue from the newest complete checkpoint in the run directory."
+)
+@click.option("--overwrite", is_flag=True, help="Delete an existing run directory and start over.")
+@click.option(
+    "--stop-after", type=int, help="Stop (with a checkpoint) after N steps in total, keeping the schedule."
+)
+@click.option(
+    "--verify",
+    type=click.Choice(["sha256", "size"]),
+    default="sha256",
+    show_default=True,
+    help="Shard check at start: full sha256 or sizes and counts only.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or notes.")
+@click.version_option(__version__, prog_name="hive-train")
+@cli_errors
+def main(shards, output, config_path, resume, overwrite, stop_after, verify, quiet, **options):
+    """Train a QLoRA (NF4) + DoRA adapter on packed SHARDS (made by `hive-data pack`) into OUTPUT.
+
+    Writes OUTPUT/adapter (PEFT format), tokenizer/, config.yaml, metrics.jsonl, loss.png and
+    report.md. Flags override the recipe given with --config.
+    """
+    from hive_train.loop import train
+    from hive_train.recipe import resolve_config
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    flags = {RENAMES.get(k, k): v for k, v in options.items() if v is not None}
+    free = _free_gib() if flags.get("vram") == "auto" else None
+    cfg, notes = resolve_config(config_path, flags, free_gib=free)
+    result = train(
+        cfg,
+        shards,
+        output,
+        resume=resume,
+        overwrite=overwrite,
+        stop_after=stop_after,
+        verify=verify,
+        progress=not quiet,
+        notes=notes,
+    )
+    if not result.completed:
+        click.echo(
+            f"stopped after step {result.steps} of {result.total_steps}; checkpoint {result.checkpoint} "
+            "(continue with --resume)",
+            err=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

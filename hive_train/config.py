@@ -1,0 +1,207 @@
+"""`TrainConfig`: every training setting and its default, in one place.
+
+Recipes (`pipelines/*.yaml`, section `train`), hivellm expert manifests, `--vram` presets and CLI
+flags only fill this dataclass (see `hive_train.recipe`); nothing else holds a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from hive_data.errors import ConfigError
+
+ADAPTERS = ("dora", "lora", "ia3")
+QUANTS = ("nf4", "none")
+SCHEDULERS = ("cosine", "linear", "constant")
+ATTENTION = ("auto", "flex", "varlen", "sdpa")
+DTYPES = ("auto", "float32", "bfloat16")
+VRAM_TIERS = ("auto", "8", "12", "16", "24", "80")
+QWEN_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
+MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class TrainConfig:
+    # model and adapter
+    model: str = "Qwen/Qwen3-0.6B"
+    tokenizer: str | None = None  # default: the tokenizer named in the shards' manifest
+    quant: str = "nf4"  # bitsandbytes NF4 with double quantization, or "none"
+    adapter: str = "dora"
+    rank: int = 12
+    alpha: float = 24.0
+    # 0 by default: with dropout DoRA runs a second full base matmul on the dropped-out input
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: list(QWEN_TARGETS))
+    # batching: rows per micro-batch x micro-batches per step, or token budgets (which win when set)
+    seq: int | None = None  # must equal the shards' seq; taken from the manifest when unset
+    batch_size: int = 16
+    grad_accum: int = 4
+    tokens_per_micro: int | None = None
+    tokens_per_step: int | None = None
+    # optimisation
+    epochs: float = 1.0
+    max_steps: int | None = None
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    lr_scheduler: str = "cosine"
+    min_lr_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    # runtime
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto: bfloat16 autocast on CUDA, float32 on CPU
+    attention: str = "auto"  # auto: flex on CUDA, SDPA with a block-diagonal mask on CPU
+    gradient_checkpointing: bool = False
+    compile: bool = False
+    vram: str | None = None  # a --vram preset; None = no preset
+    # cadence
+    eval_every: int = 200
+    save_every: int = 500
+    log_every: int = 1
+    keep_checkpoints: int = 2
+    # decoding settings carried into the run directory for inference
+    decoding: dict = field(default_factory=lambda: {"temperature": 0.7, "top_p": 0.8, "top_k": 20})
+
+    def validate(self) -> TrainConfig:
+        """Raise `ConfigError` for values no run could use; returns self."""
+
+        def bad(name: str, why: str):
+            raise ConfigError(f"{name}: {why} (got {getattr(self, name)!r})")
+
+        for name, choices in (
+            ("adapter", ADAPTERS),
+            ("quant", QUANTS),
+            ("lr_scheduler", SCHEDULERS),
+            ("attention", ATTENTION),
+            ("dtype", DTYPES),
+        ):
+            if getattr(self, name) not in choices:
+                bad(name, f"must be one of {', '.join(choices)}")
+        if self.vram is not None and str(self.vram) not in VRAM_TIERS:
+            bad("vram", f"must be one of {', '.join(VRAM_TIERS)}")
+        for name in ("rank", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                bad(name, "must be a positive integer")
+        for name in ("eval_every", "save_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                bad(name, "must be an integer >= 0 (0 = only at the end)")
+        for name in ("tokens_per_micro", "tokens_per_step", "max_steps", "seq"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                bad(name, "must be a positive integer")
+        if not (isinstance(self.epochs, (int, float)) and math.isfinite(self.epochs) and self.epochs > 0):
+            bad("epochs", "must be a positive number")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            bad("lr", "must be a positive number")
+        if not 0 <= self.warmup_ratio < 1:
+            bad("warmup_ratio", "must be in [0, 1)")
+        if not 0 <= self.dropout < 1:
+            bad("dropout", "must be in [0, 1)")
+        if not 0 <= self.min_lr_ratio <= 1:
+            bad("min_lr_ratio", "must be in [0, 1]")
+        if self.max_grad_norm is not None and self.max_grad_norm < 0:
+            bad("max_grad_norm", "must be >= 0 (0 = no clipping)")
+        if not self.target_modules or not all(isinstance(m, str) for m in self.target_modules):
+            bad("target_modules", "must be a non-empty list of module names")
+        if not isinstance(self.decoding, dict):
+            bad("decoding", "must be a mapping (temperature, top_p, top_k, ...)")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def field_kind(name: str) -> str:
+    """The value kind a field accepts: int, float, str, bool, list, dict (used to coerce flags and YAML)."""
+    default = FIELDS[name].default
+    if FIELDS[name].default_factory is not dataclasses.MISSING:
+        default = FIELDS[name].default_factory()
+    annotation = str(FIELDS[name].type)
+    for kind in ("bool", "float", "int", "list", "dict"):
+        if annotation.startswith(kind):
+            return kind
+    if default is not None and not isinstance(default, str):
+        return type(default).__name__
+    return "str"
+
+
+# --vram presets for Qwen3-0.6B-sized models at seq 2048: rows per micro-batch, gradient
+# checkpointing, and the largest adapter rank that tier takes. Rows per optimizer step are kept
+# (accumulation absorbs the change). Sized from the stock-stack peaks in
+# ../shared/reference/training-notes.md: ~6 GB with checkpointing at 8x2048 tokens, ~55 GB without.
+VRAM_PRESETS: dict[str, dict] = {
+    "8": {"batch_size": 2, "gradient_checkpointing": True, "max_rank": 8},
+    "12": {"batch_size": 4, "gradient_checkpointing": True, "max_rank": 16},
+    "16": {"batch_size": 8, "gradient_checkpointing": True, "max_rank": 16},
+    "24": {"batch_size": 4, "gradient_checkpointing": False, "max_rank": 32},
+    "80": {"batch_size": 16, "gradient_checkpointing": False, "max_rank": 64},
+}
+
+
+def auto_vram_tier(free_gib: float | None) -> str | None:
+    """The largest preset that fits in `free_gib` of free GPU memory (None without a GPU)."""
+    if free_gib is None:
+        return None
+    fitting = [tier for tier in VRAM_PRESETS if int(tier) <= free_gib]
+    return max(fitting, key=int) if fitting else "8"
+
+
+def apply_vram_preset(cfg: TrainConfig, tier: str, explicit: set[str]) -> tuple[TrainConfig, list[str]]:
+    """Apply a `--vram` preset, leaving alone the fields set explicitly by flags.
+
+    Rows per optimizer step stay what the recipe asked for: the micro-batch shrinks and gradient
+    accumulation grows. Returns the new config and human-readable notes of what changed.
+    """
+    preset = VRAM_PRESETS[str(tier)]
+    notes: list[str] = []
+    cfg = dataclasses.replace(cfg)
+    rows_per_step = cfg.batch_size * cfg.grad_accum
+    if "batch_size" not in explicit and cfg.tokens_per_micro is None:
+        micro = min(preset["batch_size"], rows_per_step)
+        if micro != cfg.batch_size:
+            cfg.batch_size = micro
+            if "grad_accum" not in explicit:
+                cfg.grad_accum = max(1, math.ceil(rows_per_step / micro))
+            notes.append(f"micro-batch {cfg.batch_size} rows x {cfg.grad_accum} accumulation")
+    if (
+        "gradient_checkpointing" not in explicit
+        and cfg.gradient_checkpointing != preset["gradient_checkpointing"]
+    ):
+        cfg.gradient_checkpointing = preset["gradient_checkpointing"]
+        notes.append(f"gradient checkpointing {'on' if cfg.gradient_checkpointing else 'off'}")
+    if "rank" not in explicit and cfg.rank > preset["max_rank"]:
+        notes.append(f"rank {cfg.rank} -> {preset['max_rank']} (alpha/rank kept)")
+        if "alpha" not in explicit:
+            cfg.alpha = cfg.alpha * preset["max_rank"] / cfg.rank
+        cfg.rank = preset["max_rank"]
+    return cfg, notes
+
+
+def next_lower_tier(tier: str | None) -> str | None:
+    tiers = sorted(VRAM_PRESETS, key=int)
+    if tier is None or tier not in tiers:
+        return None
+    index = tiers.index(tier)
+    return tiers[index - 1] if index > 0 else None
+
+
+def oom_message(step: int, tier: str | None, total_gib: float | None = None) -> str:
+    """The one-line advice printed when CUDA runs out of memory."""
+    where = f"at step {step}" if step else "before the first step"
+    size = f" on a {total_gib:.0f} GB GPU" if total_gib else ""
+    lower = next_lower_tier(tier)
+    if tier is None:
+        fit = auto_vram_tier(total_gib * 0.9) if total_gib else "8"
+        advice = f"try --vram {fit} (or a smaller --batch-size / --tokens-per-micro)"
+    elif lower is not None:
+        advice = f"try --vram {lower}"
+    else:
+        advice = "this is the smallest --vram tier; lower --rank, --seq (re-pack) or --tokens-per-micro"
+    preset = f" with --vram {tier}" if tier else ""
+    return f"CUDA out of memory {where}{preset}{size}; {advice}"

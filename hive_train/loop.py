@@ -1,0 +1,487 @@
+"""The training run: setup from shards + config, then one readable loop.
+
+Order of operations per optimizer step: set the learning rate, forward + backward every
+micro-batch (each loss is a *sum* over its loss tokens divided by the loss tokens of the whole
+step, so the step's gradient is the gradient of the mean over all its loss tokens, however it is
+split), check the loss is finite, clip, step, zero the gradients, log, then evaluate and save on
+their cadence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from hive_data.atomic import atomic_file, commit_dir, new_staging_dir, remove_stale
+from hive_data.errors import ConfigError, TrainError
+from hive_data.shards import open_shards
+from hive_train import attention, checkpoint
+from hive_train.config import TrainConfig, oom_message
+from hive_train.data import MicroBatch, RowTable, build_schedule, eval_batches, flatten
+from hive_train.fast import linear_cross_entropy_sum
+from hive_train.metrics import MetricsLog, peak_flops, peak_memory_gb, read_metrics, step_flops
+from hive_train.model import (
+    check_fit,
+    compute_dtype,
+    load_model,
+    load_tokenizer,
+    read_model_info,
+    save_adapter,
+    tokenizer_sha256,
+)
+from hive_train.report import plot_losses, write_report
+
+# Config fields that may change between a run and its resumption (they do not change the math).
+RESUMABLE_CHANGES = {
+    "eval_every",
+    "save_every",
+    "log_every",
+    "keep_checkpoints",
+    "device",
+    "compile",
+    "attention",
+}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int  # optimizer steps completed
+    total_steps: int
+    losses: list[float]  # train loss of every step this process ran
+    final_val_loss: float | None
+    checkpoint: Path | None  # the newest checkpoint
+    completed: bool  # False when stopped early by `stop_after`
+    model: object = dataclasses.field(default=None, repr=False)  # the trained peft model
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Learning rate of 0-based optimizer `step`: linear warmup, then cosine/linear decay or constant."""
+    warmup = math.ceil(cfg.warmup_ratio * total)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    if cfg.lr_scheduler == "constant":
+        return cfg.lr
+    progress = (step - warmup) / max(1, total - warmup)
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.lr_scheduler == "cosine" else 1 - progress
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape)
+
+
+def micro_loss(model, batch: MicroBatch, backend: str) -> torch.Tensor:
+    """Sum of token cross-entropies over the micro-batch's loss positions (not a mean).
+
+    Logits are computed only at loss positions: prompt tokens never produce a vocab-sized row.
+    """
+    base = model.get_base_model()
+    out = base.model(
+        input_ids=batch.input_ids,
+        position_ids=batch.position_ids,
+        use_cache=False,
+        **attention.attention_inputs(backend, batch.cu_seqlens, batch.max_doc_len, batch.tokens),
+    )
+    hidden = out.last_hidden_state[0].index_select(0, batch.loss_positions)
+    head = base.get_output_embeddings()
+    if head.bias is None:
+        # chunked: the (loss tokens x vocab) logits never exist in full
+        return linear_cross_entropy_sum(hidden, head.weight, batch.targets)
+    return F.cross_entropy(head(hidden).float(), batch.targets, reduction="sum")
+
+
+def forward_backward(model, batches: list[MicroBatch], backend: str, autocast) -> tuple[float, int]:
+    """Accumulate the gradient of the mean loss over all loss tokens of `batches`; return (mean loss, tokens)."""
+    denom = sum(b.loss_tokens for b in batches)
+    total = 0.0
+    for batch in batches:
+        with autocast():
+            loss = micro_loss(model, batch, backend)
+        (loss / max(denom, 1)).backward()
+        total += float(loss.detach())
+    return total / max(denom, 1), denom
+
+
+@torch.no_grad()
+def evaluate(
+    model, table: RowTable, micro_rows: list[np.ndarray], device, backend: str, autocast
+) -> float | None:
+    """Mean loss over all loss tokens of the validation split."""
+    if not micro_rows:
+        return None
+    model.eval()
+    total, count = 0.0, 0
+    for rows in micro_rows:
+        batch = flatten(table, rows).to(device)
+        with autocast():
+            total += float(micro_loss(model, batch, backend))
+        count += batch.loss_tokens
+    model.train()
+    return total / count if count else None
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device is available")
+    return device
+
+
+def _versions() -> dict:
+    import bitsandbytes
+    import peft
+    import transformers
+
+    return {
+        "torch": str(torch.__version__),
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "bitsandbytes": bitsandbytes.__version__,
+    }
+
+
+def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    existing = out.is_dir() and any(out.iterdir())
+    if resume:
+        return
+    if existing and not overwrite:
+        raise TrainError(
+            "run directory is not empty: pass --resume to continue it or --overwrite to start over",
+            file=str(out),
+        )
+    if existing:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    if dtype == torch.float32:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def train(
+    cfg: TrainConfig,
+    shards_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    stop_after: int | None = None,
+    verify: str = "sha256",
+    progress: bool = True,
+    notes: list[str] | None = None,
+) -> TrainResult:
+    """Train an adapter on packed shards into `out_dir` (see docs/train.md for the layout).
+
+    `stop_after` stops after that many optimizer steps in total (saving a checkpoint) without
+    changing the schedule, as an interruption would. Raises `HiveError` subclasses for bad input.
+    """
+    started = time.perf_counter()
+    out = Path(out_dir)
+    log = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
+    for note in notes or []:
+        log(f"note: {note}")
+
+    # ---- data: shards, seq, fit with model and tokenizer ------------------------------------
+    shards = open_shards(shards_dir, verify=verify)
+    manifest_path = str(Path(shards_dir) / "manifest.json")
+    if cfg.seq is not None and cfg.seq != shards.seq:
+        raise ConfigError(
+            f"seq {cfg.seq} disagrees with the shards, which were packed with seq {shards.seq} "
+            "(the trainer takes max_seq_length from the manifest; drop --seq or re-pack)",
+            file=manifest_path,
+        )
+    cfg = dataclasses.replace(cfg, seq=shards.seq)
+    if shards.split("train") is None:
+        raise TrainError("the shards hold no train rows", file=manifest_path)
+    train_rows = RowTable.from_arrow(shards.split("train"))
+    val_rows = RowTable.from_arrow(shards.split("val")) if shards.split("val") is not None else None
+    max_id = max(int(t.ids.max()) for t in (train_rows, val_rows) if t is not None and len(t.ids))
+    info = read_model_info(cfg.model)
+    tok_meta = shards.manifest.get("tokenizer") or {}
+    tokenizer_source = cfg.tokenizer or tok_meta.get("name_or_path") or cfg.model
+    tokenizer = load_tokenizer(tokenizer_source)
+    for note in check_fit(
+        info,
+        shards.manifest,
+        seq=shards.seq,
+        manifest_path=manifest_path,
+        max_token_id=max_id,
+        tokenizer=tokenizer,
+        tokenizer_source=tokenizer_source,
+        tokenizer_sha256=tokenizer_sha256(tokenizer),
+    ):
+        log(f"warning: {note}")
+
+    schedule = build_schedule(
+        train_rows.row_tokens,
+        seed=cfg.seed,
+        epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        batch_size=cfg.batch_size,
+        grad_accum=cfg.grad_accum,
+        tokens_per_micro=cfg.tokens_per_micro,
+        tokens_per_step=cfg.tokens_per_step,
+    )
+    total_steps = schedule.total_steps
+
+    # ---- run directory: resolved config and tokenizer first, so a failed run still says what it was
+    _prepare_run_dir(out, resume, overwrite)
+    resume_from = checkpoint.latest_checkpoint(out) if resume else None
+    if resume and resume_from is None:
+        raise TrainError("nothing to resume: no complete checkpoint in the run directory", file=str(out))
+    resolved = cfg.to_dict()
+    shards_info = {
+        "path": str(Path(shards_dir).resolve()),
+        "manifest_sha256": shards.manifest_sha256,
+        "seq": shards.seq,
+        "train_rows": train_rows.rows,
+        "train_tokens": int(len(train_rows.ids)),
+        "val_rows": val_rows.rows if val_rows else 0,
+        "val_tokens": int(len(val_rows.ids)) if val_rows else 0,
+    }
+    with atomic_file(out / "config.yaml") as fh:
+        fh.write("# resolved by hive-train; `--config` reads the train section back\n")
+        yaml.safe_dump(
+            {"train": resolved, "shards": shards_info, "versions": _versions()}, fh, sort_keys=False
+        )
+    if not (out / "tokenizer").is_dir():
+        staging = new_staging_dir(out / "tokenizer")
+        tokenizer.save_pretrained(str(staging))
+        commit_dir(staging, out / "tokenizer")
+    _write_generation_config(out, cfg, tok_meta)
+
+    # ---- model, optimizer, speed switches (all in one place) ---------------------------------
+    device = pick_device(cfg.device)
+    dtype = compute_dtype(cfg, device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.cuda.reset_peak_memory_stats(device)
+    backend = attention.choose_backend(cfg.attention, device)
+    torch.manual_seed(cfg.seed)
+    try:
+        model = load_model(cfg, device, dtype)
+    except torch.OutOfMemoryError:
+        raise TrainError(oom_message(0, cfg.vram, _gpu_total(device))) from None
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda" or None
+    )
+    autocast = _autocast(device, dtype)
+    val_micro = (
+        eval_batches(val_rows, batch_size=cfg.batch_size, tokens_per_micro=cfg.tokens_per_micro)
+        if val_rows
+        else []
+    )
+
+    start_step, tokens_seen = 0, 0
+    last_good = None
+    if resume_from is not None:
+        state = checkpoint.read_state(resume_from)
+        _check_resume(state, resolved, shards.manifest_sha256, resume_from)
+        checkpoint.load_checkpoint(resume_from, model, optimizer)
+        start_step, tokens_seen, last_good = state["step"], state["tokens"], resume_from
+        log(f"resuming from {resume_from} (step {start_step} of {total_steps})")
+    metrics = MetricsLog(out / "metrics.jsonl", resume_step=start_step if resume_from else None)
+
+    peak = peak_flops(device)
+    losses: list[float] = []
+    val_loss = None
+    end_step = total_steps if stop_after is None else min(total_steps, stop_after)
+    bar = _progress(total_steps, start_step, progress)
+    step = start_step
+    try:
+        # ---- the loop ------------------------------------------------------------------------
+        for step in range(start_step, end_step):
+            t0 = time.perf_counter()
+            lr = lr_at(step, total_steps, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batches = [flatten(train_rows, rows).to(device) for rows in schedule.micro_batches(step)]
+            loss, loss_tokens = forward_backward(model, batches, backend, autocast)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {grad_norm}"
+                kept = (
+                    f"last good checkpoint: {last_good}" if last_good else "no checkpoint was saved before it"
+                )
+                raise TrainError(
+                    f"{what} at step {step + 1}; stopped without applying it ({kept}; resume with --resume "
+                    "and a lower --lr)",
+                    file=str(out),
+                )
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            done = step + 1
+            step_tokens = sum(b.tokens for b in batches)
+            tokens_seen += step_tokens
+            elapsed = time.perf_counter() - t0
+            losses.append(loss)
+            flops = sum(step_flops(info, b.tokens, b.loss_tokens, b.doc_lengths) for b in batches)
+            record = {
+                "step": done,
+                "epoch": round(schedule.epoch_progress(step), 4),
+                "loss": loss,
+                "val_loss": None,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "tokens": tokens_seen,
+                "step_tokens": step_tokens,
+                "loss_tokens": loss_tokens,
+                "tokens_per_s": step_tokens / elapsed,
+                "mfu": flops / elapsed / peak if peak else None,
+                "peak_mem_gb": round(peak_memory_gb(device), 3),
+                "elapsed_s": round(time.perf_counter() - started, 3),
+            }
+            if (cfg.eval_every and done % cfg.eval_every == 0) or done == total_steps:
+                record["val_loss"] = val_loss = evaluate(
+                    model, val_rows, val_micro, device, backend, autocast
+                )
+            if done % cfg.log_every == 0 or record["val_loss"] is not None or done == end_step:
+                metrics.write(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tokens_per_s']:,.0f}")
+            if (cfg.save_every and done % cfg.save_every == 0) or done == end_step:
+                last_good = checkpoint.save_checkpoint(
+                    out,
+                    done,
+                    model,
+                    optimizer,
+                    {
+                        "tokens": tokens_seen,
+                        "cursor": _cursor(schedule, done),
+                        "config": resolved,
+                        "manifest_sha256": shards.manifest_sha256,
+                        "scheduler": _scheduler_state(cfg, total_steps, done),
+                        "loss": loss,
+                    },
+                    keep=cfg.keep_checkpoints,
+                )
+    except torch.OutOfMemoryError:
+        raise TrainError(oom_message(step + 1, cfg.vram, _gpu_total(device))) from None
+    finally:
+        bar.close()
+        metrics.close()
+
+    completed = end_step == total_steps
+    if completed:
+        # ---- outputs: adapter (PEFT format), curves, report ------------------------------------
+        remove_stale(out / "adapter")
+        staging = new_staging_dir(out / "adapter")
+        save_adapter(model, staging)
+        commit_dir(staging, out / "adapter")
+        records = read_metrics(out / "metrics.jsonl")
+        plot_losses(records, out / "loss.png")
+        summary = dict(
+            shards_info,
+            run_dir=str(out),
+            shards=shards_info["path"],
+            steps=total_steps,
+            epochs=schedule.epoch_progress(total_steps - 1) if total_steps else 0.0,
+            trainable_params=sum(p.numel() for p in params),
+            device=str(device)
+            + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+            dtype=str(dtype).replace("torch.", ""),
+            attention=backend,
+            batching=_batching(cfg),
+            peak_memory_gb=peak_memory_gb(device),
+            wall_s=time.perf_counter() - started,
+        )
+        write_report(out / "report.md", summary=summary, config=resolved, records=records)
+        log(f"done: {out / 'adapter'} (report: {out / 'report.md'})")
+    return TrainResult(
+        run_dir=out,
+        steps=end_step,
+        total_steps=total_steps,
+        losses=losses,
+        final_val_loss=val_loss,
+        checkpoint=last_good,
+        completed=completed,
+        model=model,
+    )
+
+
+def _cursor(schedule, done: int) -> dict:
+    """Where the data stands after `done` steps: the next step's epoch and index in that epoch."""
+    if done >= schedule.total_steps:
+        return {"epoch": len(schedule.epochs), "step_in_epoch": 0, "steps_done": done}
+    epoch, index = schedule.locate(done)
+    return {"epoch": epoch, "step_in_epoch": index, "steps_done": done}
+
+
+def _scheduler_state(cfg: TrainConfig, total: int, done: int) -> dict:
+    return {
+        "kind": cfg.lr_scheduler,
+        "warmup_steps": math.ceil(cfg.warmup_ratio * total),
+        "total_steps": total,
+        "steps_done": done,
+        "next_lr": lr_at(done, total, cfg) if done < total else None,
+    }
+
+
+def _check_resume(state: dict, resolved: dict, manifest_sha256: str, path: Path) -> None:
+    if state.get("manifest_sha256") != manifest_sha256:
+        raise TrainError(
+            "the shards differ from those this run was trained on (manifest sha256)", file=str(path)
+        )
+    before = state.get("config", {})
+    changed = sorted(k for k in resolved if k not in RESUMABLE_CHANGES and before.get(k) != resolved[k])
+    if changed:
+        raise TrainError(
+            f"cannot resume with a different configuration ({', '.join(changed)} changed); "
+            "resume with the original settings or start a new run",
+            file=str(path),
+        )
+
+
+def _batching(cfg: TrainConfig) -> str:
+    micro = f"{cfg.tokens_per_micro} tokens" if cfg.tokens_per_micro else f"{cfg.batch_size} rows"
+    step = (
+        f"{cfg.tokens_per_step} tokens per step"
+        if cfg.tokens_per_step
+        else f"x {cfg.grad_accum} accumulation"
+    )
+    return f"{micro} {step}"
+
+
+def _gpu_total(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).total_memory / 2**30
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, initial=initial, unit="step", file=sys.stderr, disable=not enabled, dynamic_ncols=True
+    )
+
+
+def _write_generation_config(out: Path, cfg: TrainConfig, tok_meta: dict) -> None:
+    """Decoding settings of the recipe, in transformers' generation_config.json form, for inference."""
+    import json
+
+    settings = dict(cfg.decoding)
+    temperature = settings.get("temperature")
+    settings.setdefault("do_sample", bool(temperature) and temperature > 0)
+    if tok_meta.get("eos_id") is not None:
+        settings.setdefault("eos_token_id", tok_meta["eos_id"])
+    if tok_meta.get("pad_id") is not None:
+        settings.setdefault("pad_token_id", tok_meta["pad_id"])
+    with atomic_file(out / "generation_config.json") as fh:
+        fh.write(json.dumps(settings, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,256 @@
+"""Base model, quantization and adapters; the checks that shards, tokenizer and model fit together.
+
+`load_model` gives a peft model whose base is loaded with `hive_docs` attention (never eager),
+optionally quantized to bitsandbytes NF4 (double quantization, compute in the training dtype), with
+a DoRA, LoRA or IA3 adapter. Adapter weights are kept in float32 (master weights) whatever the
+compute dtype; bf16 comes from autocast on CUDA.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hive_data.errors import TrainError
+from hive_train import attention
+from hive_train.config import MLP_MODULES, TrainConfig
+
+
+@dataclass
+class ModelInfo:
+    """What the checks and the FLOP count need from a model's config, read without its weights."""
+
+    name: str
+    vocab_size: int
+    max_positions: int
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    eos_ids: tuple[int, ...]
+
+    @property
+    def decoder_linear_params(self) -> int:
+        """Weights of the decoder's linear layers (attention projections and the gated MLP)."""
+        attn = self.hidden * self.head_dim * (2 * self.heads + 2 * self.kv_heads)
+        mlp = 3 * self.hidden * self.intermediate
+        return self.layers * (attn + mlp)
+
+
+def read_model_info(name: str) -> ModelInfo:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrainError(f"cannot load model config ({first})", file=name) from None
+    config = getattr(config, "text_config", None) or config
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    eos = config.eos_token_id
+    eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else (() if eos is None else (int(eos),))
+    return ModelInfo(
+        name=name,
+        vocab_size=int(config.vocab_size),
+        max_positions=int(config.max_position_embeddings),
+        layers=int(config.num_hidden_layers),
+        hidden=int(config.hidden_size),
+        heads=int(heads),
+        kv_heads=int(getattr(config, "num_key_value_heads", None) or heads),
+        head_dim=int(head_dim),
+        intermediate=int(config.intermediate_size),
+        eos_ids=eos_ids,
+    )
+
+
+def check_fit(
+    info: ModelInfo,
+    manifest: dict,
+    *,
+    seq: int,
+    manifest_path: str,
+    max_token_id: int | None = None,
+    tokenizer=None,
+    tokenizer_source: str | None = None,
+    tokenizer_sha256: str | None = None,
+) -> list[str]:
+    """Raise `TrainError` when shards, tokenizer and model cannot train together; return warnings."""
+    notes: list[str] = []
+    if seq > info.max_positions:
+        raise TrainError(
+            f"seq {seq} is beyond the model's {info.max_positions} positions (max_position_embeddings); "
+            "re-pack with a smaller --seq",
+            file=manifest_path,
+        )
+    tok = manifest.get("tokenizer") or {}
+    for key in ("vocab_size", "pad_id", "eos_id"):
+        value = tok.get(key)
+        limit = info.vocab_size if key != "vocab_size" else info.vocab_size + 1
+        if isinstance(value, int) and value >= limit:
+            what = "vocabulary size" if key == "vocab_size" else key
+            raise TrainError(
+                f"the shards' tokenizer {what} {value} does not fit the model's {info.vocab_size} embeddings "
+                f"({tok.get('name_or_path', '?')} vs {info.name})",
+                file=manifest_path,
+            )
+    if max_token_id is not None and max_token_id >= info.vocab_size:
+        raise TrainError(
+            f"the shards use token id {max_token_id} but the model has only {info.vocab_size} embeddings",
+            file=manifest_path,
+        )
+    eos = tok.get("eos_id")
+    if isinstance(eos, int) and info.eos_ids and eos not in info.eos_ids:
+        notes.append(
+            f"the shards end turns with token {eos}; the model's config says eos {list(info.eos_ids)}"
+        )
+    if tokenizer is not None:
+        mine = {
+            "vocab_size": len(tokenizer),
+            "pad_id": tokenizer.pad_token_id,
+            "eos_id": tokenizer.eos_token_id,
+        }
+        for key, value in mine.items():
+            if key in tok and tok[key] != value:
+                raise TrainError(
+                    f"tokenizer does not match the shards' tokenizer: {key} {value} here, "
+                    f"{tok[key]} in the manifest (packed with {tok.get('name_or_path', '?')})",
+                    file=tokenizer_source,
+                )
+        if tokenizer_sha256 and tok.get("sha256") and tokenizer_sha256 != tok["sha256"]:
+            raise TrainError(
+                "tokenizer content differs from the one the shards were packed with (sha256); "
+                f"pass the packing tokenizer ({tok.get('name_or_path', '?')}) or re-pack",
+                file=tokenizer_source,
+            )
+    return notes
+
+
+def tokenizer_sha256(tokenizer) -> str | None:
+    """The content hash `hive-data pack` records for a tokenizer (None if pack is unavailable)."""
+    try:
+        from hive_data.pack import tokenizer_info
+    except ImportError:
+        return None
+    return tokenizer_info(tokenizer).get("sha256")
+
+
+def load_tokenizer(source: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrainError(f"cannot load tokenizer ({first})", file=source) from None
+
+
+def compute_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
+    if cfg.dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, cfg.dtype)
+
+
+def peft_config(cfg: TrainConfig):
+    from peft import IA3Config, LoraConfig
+
+    if cfg.adapter == "ia3":
+        return IA3Config(
+            target_modules=list(cfg.target_modules),
+            feedforward_modules=[m for m in cfg.target_modules if m in MLP_MODULES],
+            task_type="CAUSAL_LM",
+        )
+    return LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        use_dora=cfg.adapter == "dora",
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def load_base(cfg: TrainConfig, device: torch.device, dtype: torch.dtype):
+    """The frozen base model with `hive_docs` attention, quantized when `cfg.quant == "nf4"`."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    attention.register()
+    kwargs: dict = {"dtype": dtype, "attn_implementation": attention.NAME, "device_map": {"": str(device)}}
+    if cfg.quant == "nf4":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = AutoModelForCausalLM.from_pretrained(cfg.model, **kwargs)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrainError(f"cannot load model ({first})", file=cfg.model) from None
+    if model.config._attn_implementation != attention.NAME:  # never silently eager
+        raise TrainError(f"model came up with {model.config._attn_implementation} attention", file=cfg.model)
+    model.config.use_cache = False
+    for param in model.parameters():
+        param.requires_grad_(False)
+    keep_trainable_layout(model)
+    return model
+
+
+def keep_trainable_layout(model) -> None:
+    """Stop bitsandbytes from repacking NF4 weights for CPU inference.
+
+    On CPUs with AVX512-BF16, a `Linear4bit` in eval mode under no_grad rewrites its weight into
+    an inference-only layout, permanently; later training forwards then go through a kernel with
+    no autograd (input gradients silently vanish) and DoRA's norm dequantizes the wrong layout.
+    Evaluation between training steps must not trigger that.
+    """
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def load_model(cfg: TrainConfig, device: torch.device, dtype: torch.dtype):
+    """Base model + a fresh adapter (trainable params in float32)."""
+    from peft import get_peft_model
+
+    model = load_base(cfg, device, dtype)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = get_peft_model(model, peft_config(cfg))
+    except ValueError as err:  # e.g. a target module the model does not have
+        raise TrainError(f"cannot attach the {cfg.adapter} adapter ({err})", file=cfg.model) from None
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+    if cfg.compile:
+        for layer in model.get_base_model().model.layers:
+            layer.compile()
+    return model
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    """The trainable tensors by name (what a checkpoint stores and a resume restores)."""
+    return {name: param for name, param in model.named_parameters() if param.requires_grad}
+
+
+def save_adapter(model, directory: str | Path) -> None:
+    """PEFT format: `adapter_config.json` + `adapter_model.safetensors`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save_pretrained(str(directory), safe_serialization=True)

@@ -1,0 +1,182 @@
+"""Fill a `TrainConfig` from a recipe's `train` section or a hivellm expert manifest, then flags.
+
+Precedence, lowest first: `TrainConfig` defaults, the `--config` file, the `--vram` preset (for the
+fields it governs), explicit CLI flags. A YAML recipe's unknown key is an error naming file, line
+and column; a hivellm `manifest.json` (schema 2.0) is someone else's format, so its keys outside
+`training.config`'s known list only warn, once each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from hive_data.errors import ConfigError
+from hive_data.recipe import check_keys, load_recipe
+from hive_train.config import (
+    FIELDS,
+    TrainConfig,
+    apply_vram_preset,
+    auto_vram_tier,
+    field_kind,
+)
+
+# hivellm manifest `training.config` key -> TrainConfig field
+MANIFEST_KEYS = {
+    "adapter_type": "adapter",
+    "rank": "rank",
+    "alpha": "alpha",
+    "dropout": "dropout",
+    "target_modules": "target_modules",
+    "epochs": "epochs",
+    "learning_rate": "lr",
+    "warmup_ratio": "warmup_ratio",
+    "lr_scheduler": "lr_scheduler",
+    "max_seq_length": "seq",
+    "batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+}
+DECODING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_new_tokens")
+
+
+def coerce(name: str, value, where: dict | None = None):
+    """Check and convert one value for TrainConfig field `name`; ConfigError (located) if it cannot be."""
+    where = where or {}
+    kind = field_kind(name)
+
+    def bad(expected: str):
+        raise ConfigError(f"{name} must be {expected}, got {value!r}", **where)
+
+    if value is None:
+        if FIELDS[name].default is None:
+            return None
+        bad(f"a {kind}")
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        bad("true or false")
+    if kind == "int":
+        if isinstance(value, bool):
+            bad("an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        bad("an integer")
+    if kind == "float":
+        if isinstance(value, bool):
+            bad("a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            bad("a number")
+    if kind == "list":
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return list(value)
+        bad("a list of names")
+    if kind == "dict":
+        if isinstance(value, dict):
+            return dict(value)
+        bad("a mapping")
+    if name == "vram" and isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return value
+    bad("a string")
+
+
+def load_yaml_train(path: str | os.PathLike) -> dict:
+    """The `train` section of a recipe as TrainConfig values (unknown keys are located errors)."""
+    recipe = load_recipe(path)
+    check_keys(recipe, "train", FIELDS)
+    return {
+        key: coerce(key, value, recipe.where("train", key)) for key, value in recipe.section("train").items()
+    }
+
+
+def load_hivellm_manifest(path: str | os.PathLike) -> tuple[dict, list[str]]:
+    """TrainConfig values from a hivellm expert manifest (schema 2.0) and one warning per ignored key."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("config file not found", file=str(path)) from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(
+            f"invalid JSON ({err.msg})", file=str(path), line=err.lineno, col=err.colno
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("training"), dict):
+        raise ConfigError("not a hivellm expert manifest (no 'training' object)", file=str(path))
+    schema = str(data.get("schema_version", ""))
+    if not schema.startswith("2."):
+        raise ConfigError(
+            f"hivellm manifest schema {schema or '?'} is not supported (need 2.x)", file=str(path)
+        )
+    training = data["training"]
+    config = training.get("config") or {}
+    if not isinstance(config, dict):
+        raise ConfigError("training.config must be an object", file=str(path))
+    values: dict = {}
+    warnings: list[str] = []
+    for key, value in config.items():
+        if key.startswith("_"):  # their convention for comments
+            continue
+        if key in MANIFEST_KEYS:
+            field_name = MANIFEST_KEYS[key]
+            if field_name == "adapter" and isinstance(value, str):
+                value = value.lower()
+            values[field_name] = coerce(field_name, value, {"file": f"{path}: training.config.{key}"})
+        else:
+            warnings.append(f"{path}: training.config.{key} is ignored by hive-train")
+    decoding = training.get("decoding")
+    if isinstance(decoding, dict):
+        kept = {k: v for k, v in decoding.items() if k in DECODING_KEYS}
+        if kept:
+            values["decoding"] = kept
+        for key in decoding:
+            if not key.startswith("_") and key not in DECODING_KEYS:
+                warnings.append(f"{path}: training.decoding.{key} is ignored by hive-train")
+    return values, warnings
+
+
+def load_config_file(path: str | os.PathLike) -> tuple[dict, list[str]]:
+    """Values and warnings from `--config`: a YAML recipe, or a hivellm `manifest.json`."""
+    if str(path).endswith(".json"):
+        return load_hivellm_manifest(path)
+    return load_yaml_train(path), []
+
+
+def resolve_config(
+    config_path: str | os.PathLike | None,
+    flags: dict,
+    *,
+    free_gib: float | None = None,
+) -> tuple[TrainConfig, list[str]]:
+    """Defaults <- config file <- `--vram` preset <- explicit flags; validated.
+
+    `flags` holds only options the user actually gave (name -> value, TrainConfig field names).
+    `free_gib` is the free GPU memory, used by `--vram auto`. Returns the config and notes/warnings.
+    """
+    values: dict = {}
+    notes: list[str] = []
+    if config_path is not None:
+        values, notes = load_config_file(config_path)
+    for key, value in flags.items():
+        if key not in FIELDS:
+            raise ConfigError(f"unknown option {key!r}")
+        values[key] = coerce(key, value, {"file": f"--{key.replace('_', '-')}"})
+    cfg = TrainConfig(**values)
+    if cfg.vram is not None:
+        tier = auto_vram_tier(free_gib) if cfg.vram == "auto" else cfg.vram
+        if tier is None:
+            notes.append("--vram auto: no GPU found, no preset applied")
+        else:
+            cfg, changed = apply_vram_preset(cfg, tier, explicit=set(flags))
+            cfg.vram = tier
+            notes.append(f"--vram {tier}: " + (", ".join(changed) if changed else "recipe already fits"))
+    return cfg.validate(), notes

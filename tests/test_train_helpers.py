@@ -1,0 +1,99 @@
+"""Shared helpers for the trainer tests: synthetic packed shards written with `hive_data.shards`.
+
+Token ids are random (seeded); every document has a prompt part (no loss) and a completion part,
+and rows are packed first-fit up to `seq` tokens, as `hive-data pack` lays them out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from hive_data.shards import FORMAT, FORMAT_VERSION, ShardWriter, rows_to_batch, write_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_MODEL = ROOT / "fixtures" / "tiny-qwen3"
+TOKENIZER = ROOT / "fixtures" / "tokenizer"
+
+
+def tokenizer_meta() -> dict:
+    from transformers import AutoTokenizer
+
+    from hive_data.pack import tokenizer_info
+
+    return tokenizer_info(AutoTokenizer.from_pretrained(str(TOKENIZER)))
+
+
+def make_documents(n: int, seed: int, min_len: int = 6, max_len: int = 40, vocab: int = 4000) -> list[tuple]:
+    """(ids, completion_mask) documents with a learnable pattern: completions repeat the prompt."""
+    rng = np.random.default_rng(seed)
+    docs = []
+    for _ in range(n):
+        half = int(rng.integers(min_len // 2, max_len // 2 + 1))
+        prompt = rng.integers(10, vocab, size=half).astype(np.int32)
+        ids = np.concatenate([prompt, prompt])
+        mask = np.concatenate([np.zeros(half, np.int8), np.ones(half, np.int8)])
+        docs.append((ids, mask))
+    return docs
+
+
+def pack_rows(docs: list[tuple], seq: int) -> list[tuple]:
+    """Greedy first-fit into rows of at most `seq` tokens: (ids, seq_lengths, mask) per row."""
+    rows: list[list[tuple]] = []
+    used: list[int] = []
+    for doc in docs:
+        n = len(doc[0])
+        for i, u in enumerate(used):
+            if u + n <= seq:
+                rows[i].append(doc)
+                used[i] += n
+                break
+        else:
+            rows.append([doc])
+            used.append(n)
+    return [
+        (
+            np.concatenate([d[0] for d in row]),
+            np.array([len(d[0]) for d in row], np.int32),
+            np.concatenate([d[1] for d in row]),
+        )
+        for row in rows
+    ]
+
+
+def write_shards(
+    directory: Path,
+    *,
+    seq: int = 128,
+    train_docs: int = 48,
+    val_docs: int = 8,
+    seed: int = 0,
+    shard_tokens: int = 1500,
+    tokenizer: dict | None = None,
+) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    infos = []
+    for split, count, split_seed in (("train", train_docs, seed), ("val", val_docs, seed + 1000)):
+        if not count:
+            continue
+        rows = pack_rows(make_documents(count, split_seed, max_len=min(40, seq)), seq)
+        writer = ShardWriter(directory, split, shard_tokens=shard_tokens)
+        for start in range(0, len(rows), 4):
+            chunk = rows[start : start + 4]
+            writer.write(rows_to_batch([r[0] for r in chunk], [r[1] for r in chunk], [r[2] for r in chunk]))
+        infos.extend(info.to_json() for info in writer.close())
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "seq": seq,
+        "shards": infos,
+        "tokenizer": tokenizer if tokenizer is not None else tokenizer_meta(),
+        "chat_template_sha256": None,
+        "loss": "assistant",
+        "think": "empty",
+        "seed": seed,
+        "totals": {"rows": sum(i["rows"] for i in infos), "tokens": sum(i["tokens"] for i in infos)},
+    }
+    write_manifest(directory, manifest)
+    return directory
