@@ -76,7 +76,7 @@ def normalize_ddl(
     ctx = Context(read=read, target=target, source=source)
     for rule in RULES:
         schema = rule(schema, ctx)
-    data = [tree.sql(dialect=target) for tree in built.data]
+    data = [_data_sql(tree, schema, target) for tree in built.data]
     return DDLResult(
         text=print_schema(schema, target),
         read=read,
@@ -85,3 +85,15 @@ def normalize_ddl(
         warnings=list(schema.warnings),
         data=data,
     )
+
+
+def _data_sql(tree, schema, target: str) -> str:
+    """A kept INSERT printed as the schema prints names: same qualifiers, same quoting policy."""
+    from sqlglot import exp
+
+    if all(t.name.schema is None for t in schema.tables):
+        tree = tree.copy()
+        for table in tree.find_all(exp.Table):
+            table.set("db", None)
+            table.set("catalog", None)
+    return apply_identifier_policy(tree, target).sql(dialect=target)

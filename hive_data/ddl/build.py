@@ -46,15 +46,24 @@ _KIND = re.compile(
     r"MATERIALIZED|TEMPORARY|TEMP|RECURSIVE|EDITIONABLE|FORCE|PUBLIC|GLOBAL)\s+)*(\w+)|([A-Za-z_]+)",
     re.I,
 )
+_NAME_PART = r"\[[^\]]*\]|\"[^\"]*\"|`[^`]*`|[\w$#]+"
+_NAME = r"(?:\[[^\]]*\]|\"[^\"]*\"|`[^`]*`|[\w$#]+)(?:\s*\.\s*(?:\[[^\]]*\]|\"[^\"]*\"|`[^`]*`|[\w$#]+))*"
 # ALTER TABLE forms sqlglot does not parse that change nothing a schema shows.
 _ALTER_NOISE = re.compile(
-    r"ALTER\s+TABLE\s+(?:ONLY\s+)?\S+\s+(?:"
+    r"ALTER\s+TABLE\s+(?:ONLY\s+)?" + _NAME + r"\s+(?:"
     r"(OWNER\s+TO)|((?:ENABLE|DISABLE)\s+(?:ALWAYS\s+|REPLICA\s+)?TRIGGER)|(CLUSTER\s+ON)|"
     r"(REPLICA\s+IDENTITY)|((?:WITH\s+)?(?:NO)?CHECK\s+CONSTRAINT)|(SET\s+\()|(ALTER\s+COLUMN\s+\S+\s+SET\s+STATISTICS))",
     re.I,
 )
 _TSQL_DEFAULT_FOR = re.compile(
-    r"ALTER\s+TABLE\s+(\S+)\s+ADD\s+(?:CONSTRAINT\s+\S+\s+)?DEFAULT\s+(.*)\s+FOR\s+(\S+)\s*$", re.I | re.S
+    r"ALTER\s+TABLE\s+("
+    + _NAME
+    + r")\s+ADD\s+(?:CONSTRAINT\s+"
+    + _NAME
+    + r"\s+)?DEFAULT\s+(.*)\s+FOR\s+("
+    + _NAME
+    + r")\s*$",
+    re.I | re.S,
 )
 
 # Storage and engine details some parsers reject; they say nothing about structure. Blanked with
@@ -64,10 +73,14 @@ _NOISE: dict[str, re.Pattern] = {
         r"\b(?:NON)?CLUSTERED\b|\bROWGUIDCOL\b|\bTEXTIMAGE_ON\s+(?:\[[^\]]*\]|\w+)|"
         r"\bON\s+(?:\[PRIMARY\]|\"PRIMARY\"|PRIMARY\b(?!\s+KEY))|"
         r"\bWITH\s*\(\s*(?:PAD_INDEX|FILLFACTOR|IGNORE_DUP_KEY|STATISTICS_NORECOMPUTE|ALLOW_ROW_LOCKS|"
-        r"ALLOW_PAGE_LOCKS|OPTIMIZE_FOR_SEQUENTIAL_KEY|DATA_COMPRESSION)[^)]*\)|\bNOT\s+FOR\s+REPLICATION\b",
+        r"ALLOW_PAGE_LOCKS|OPTIMIZE_FOR_SEQUENTIAL_KEY|DATA_COMPRESSION)[^)]*\)|\bNOT\s+FOR\s+REPLICATION\b|"
+        r"\bWITH\s+(?:NO)?CHECK\s+(?=ADD\b)",
         re.I,
     ),
-    "sqlite": re.compile(r"\bON\s+CONFLICT\s+(?:ROLLBACK|ABORT|FAIL|IGNORE|REPLACE)\b", re.I),
+    "sqlite": re.compile(
+        r"\bON\s+CONFLICT\s+(?:ROLLBACK|ABORT|FAIL|IGNORE|REPLACE)\b|(?<=\))\s*(?:(?:WITHOUT\s+ROWID|STRICT)\s*,?\s*)+\Z",
+        re.I,
+    ),
 }
 _TRAILING_COMMA = re.compile(r",(?=\s*\)\s*\Z)")
 # SQLite accepts type names of several words that sqlglot does not; same-length replacements.
@@ -573,7 +586,7 @@ def _bare(name: str) -> str:
 
 
 def _qualified_text(name: str, default_schema: str | None) -> QualifiedName:
-    parts = [p.strip('"`[]') for p in re.split(r"\.", name)]
+    parts = [p.strip().strip('"`[]') for p in re.findall(_NAME_PART, name)]
     return QualifiedName(parts[-1], parts[-2] if len(parts) > 1 else default_schema)
 
 

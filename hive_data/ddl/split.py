@@ -109,7 +109,7 @@ def split_statements(text: str, read: str = "") -> list[Statement]:
         nonlocal start, depth, body, has_code, code_start, parens
         if has_code or meta:
             first = start if meta else code_start
-            chunk = "".join(buf[first:end]).rstrip()
+            chunk = "".join(buf[first : end if meta else code_end]).rstrip()
             lead = len(chunk) - len(chunk.lstrip())
             line, col = _line_col(line_starts, first + lead)
             out.append(Statement(chunk.strip(), line, col, meta=meta))
@@ -120,7 +120,7 @@ def split_statements(text: str, read: str = "") -> list[Statement]:
 
     has_code = False
     parens = 0
-    code_start = 0
+    code_start = code_end = 0
     at_line_start = True
     while pos < n:
         if at_line_start:
@@ -154,9 +154,11 @@ def split_statements(text: str, read: str = "") -> list[Statement]:
         m = pattern.match(text, pos)
         kind = m.lastgroup
         end = m.end()
-        if not has_code and kind not in ("nl", "ws", "cmt", "delim"):
-            has_code = True
-            code_start = pos
+        if kind not in ("nl", "ws", "cmt", "delim"):
+            if not has_code:
+                has_code = True
+                code_start = pos
+            code_end = end if kind != "dollar" else _dollar_end(text, m.group(), end, n)
         if kind == "nl":
             at_line_start = True
         elif kind == "word":
@@ -169,8 +171,7 @@ def split_statements(text: str, read: str = "") -> list[Statement]:
                 elif word == "END" and depth > 0 and not _END_FOLLOW.match(text, end):
                     depth -= 1
         elif kind == "dollar":
-            close = text.find(m.group(), end)
-            end = n if close < 0 else close + len(m.group())
+            end = _dollar_end(text, m.group(), end, n)
         elif kind == "cond":
             for i in range(pos, end):
                 buf[i] = " "
@@ -187,6 +188,11 @@ def split_statements(text: str, read: str = "") -> list[Statement]:
         pos = end
     emit(n)
     return out
+
+
+def _dollar_end(text: str, tag: str, pos: int, n: int) -> int:
+    close = text.find(tag, pos)
+    return n if close < 0 else close + len(tag)
 
 
 def _line_starts(text: str) -> list[int]:

@@ -153,7 +153,10 @@ def map_types(schema: Schema, ctx: Context) -> Schema:
     """Give every column a type from the target's closed vocabulary (`types.py`); ENUMs become TEXT
     with a CHECK listing their values where the target has no ENUM."""
     for table in schema.tables:
+        keyed = {c for cols in _keys(table) for c in cols}
         for column in table.columns:
+            if column.dtype is None:
+                column.dtype = _referenced_type(schema, table, column.name)
             cat = ddl_types.category(column.dtype, ctx.read)
             if cat is None:
                 raise DDLError(
@@ -184,7 +187,51 @@ def map_types(schema: Schema, ctx: Context) -> Schema:
                 identity = False  # SQLite auto-increments only its INTEGER PRIMARY KEY
             column.identity = identity
             column.type_sql = ddl_types.spell(column.dtype, cat, ctx.target, identity=identity)
+            if cat in ("text", "uuid") and "text:key" in ddl_types.VOCABULARY[ctx.target]:
+                if column.name in keyed:
+                    column.type_sql = ddl_types.VOCABULARY[ctx.target]["text:key"]
     return schema
+
+
+def _keys(table: Table) -> list[list[str]]:
+    """Column sets an index backs: primary key, unique sets, foreign keys (both ends are indexed)."""
+    unique = [[c.name] for c in table.columns if c.unique]
+    return [table.primary_key, *table.uniques, *unique, *(fk.columns for fk in table.foreign_keys)]
+
+
+def check_target_names(schema: Schema, ctx: Context) -> Schema:
+    """MySQL and SQLite compare column names without case, even quoted ones: two names of one table
+    that differ only in case cannot be kept apart there."""
+    if ctx.target == "postgres":
+        return schema
+    for table in schema.tables:
+        seen: dict[str, str] = {}
+        for column in table.columns:
+            other = seen.setdefault(column.name.lower(), column.name)
+            if other != column.name:
+                raise DDLError(
+                    f"columns {other!r} and {column.name!r} of {table.name} differ only in case, which "
+                    f"{ctx.target} cannot keep apart",
+                    file=ctx.source,
+                    line=column.line,
+                    col=column.col,
+                )
+    return schema
+
+
+def _referenced_type(schema: Schema, table: Table, name: str):
+    """A typeless (SQLite) column that references another column holds that column's values: take
+    its type, so the key compares like with like (PostgreSQL requires it)."""
+    for fk in table.foreign_keys:
+        if name in fk.columns:
+            target = schema.find(fk.ref_table)
+            ref = target.column(fk.ref_columns[fk.columns.index(name)]) if target else None
+            if ref is not None and ref.dtype is not None:
+                dtype = ref.dtype.copy()
+                if dtype.this in ddl_types.SERIALS:
+                    dtype = exp.DataType.build(ddl_types.SERIALS[dtype.this])
+                return dtype
+    return None
 
 
 def strip_schema_qualifiers(schema: Schema, ctx: Context) -> Schema:
@@ -278,4 +325,5 @@ RULES = (
     map_types,
     strip_schema_qualifiers,
     order_by_dependencies,
+    check_target_names,
 )

@@ -124,7 +124,8 @@ VOCABULARY: dict[str, dict[str, str]] = {
         "binary": "BLOB",
         "json": "JSON",
         "jsonb": "JSON",
-        "uuid": "CHAR(36)",
+        "uuid": "TEXT",
+        "text:key": "VARCHAR(255)",  # MySQL cannot index TEXT without a prefix length
         "xml": "TEXT",
         "tsvector": "TEXT",
         "enum": "ENUM",
@@ -163,6 +164,7 @@ VOCABULARY: dict[str, dict[str, str]] = {
 }
 
 TARGETS = tuple(VOCABULARY)
+SERIALS = {T.SERIAL: "INT", T.BIGSERIAL: "BIGINT", T.SMALLSERIAL: "SMALLINT"}
 
 
 def category(dtype: exp.DataType | None, read: str) -> str | None:
