@@ -47,6 +47,7 @@ from hive_data.verify import VERIFY_LEVELS, guess_read
 
 STEPS = ("read", "fields", "schema", "answer", "parse", "explain", "messages")
 OUTPUT_SUFFIXES = (".jsonl", ".parquet")
+SCHEMA_MEMO = 4096  # canonical schemas remembered per process
 
 
 @dataclass
@@ -189,6 +190,8 @@ def _canonical_schema(text: str, source: str) -> _Schema:
             err.file = None  # the location is within the schema text; the row says where it came from
             got = err
         memo[key] = got
+        if len(memo) > SCHEMA_MEMO:  # bounded memory when every row brings its own schema
+            memo.pop(next(iter(memo)))
     if isinstance(got, HiveError):
         raise _Reject("schema", got)
     return got

@@ -167,7 +167,9 @@ class ExplainVerifier:
     `close()` (and vanish with the embedded server anyway).
     """
 
-    def __init__(self, uri: str, *, timeout_ms: int = 5000, prefix: str = "hive_verify"):
+    def __init__(
+        self, uri: str, *, timeout_ms: int = 5000, prefix: str = "hive_verify", max_schemas: int = 1000
+    ):
         import psycopg
 
         self._psycopg = psycopg
@@ -175,7 +177,8 @@ class ExplainVerifier:
         self.timeout_ms = int(timeout_ms)
         self.prefix = re.sub(r"\W", "_", prefix).lower()
         self.conn = psycopg.connect(uri, autocommit=True)
-        self.schemas: dict[str, str | SQLError] = {}
+        self.schemas: dict[str, str | SQLError] = {}  # insertion order = age, for eviction
+        self.max_schemas = max_schemas
 
     def close(self) -> None:
         try:
@@ -227,6 +230,10 @@ class ExplainVerifier:
                 self._rollback()
                 got = SQLError(f"schema does not execute in PostgreSQL: {_pg_message(err)}")
             self.schemas[key] = got
+            if len(self.schemas) > self.max_schemas:  # datasets with a schema per row: bound the catalog
+                old = self.schemas.pop(next(iter(self.schemas)))
+                if isinstance(old, str):
+                    self._run(f'DROP SCHEMA IF EXISTS "{old}" CASCADE')
         if isinstance(got, SQLError):
             raise SQLError(got.reason)
         return got

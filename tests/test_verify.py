@@ -195,3 +195,13 @@ def test_kept_spider_style_answer_passes_explain(verifier):
     verifier.explain(
         transpile_answer("SELECT `LName` FROM `Student` WHERE `StuID` = 1", "mysql", "postgres"), schema
     )
+
+
+def test_scratch_schemas_are_bounded(pg_uri):
+    with ExplainVerifier(pg_uri, prefix="hive_cap", max_schemas=3) as v:
+        for i in range(6):
+            v.explain(f"SELECT a{i} FROM t", f"CREATE TABLE t (a{i} INTEGER);")
+        assert len(v.schemas) == 3
+        left = v.conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'hive_cap_%'").fetchone()
+        assert left == (3,)
+        v.explain("SELECT a0 FROM t", "CREATE TABLE t (a0 INTEGER);")  # evicted ones come back on demand
