@@ -145,10 +145,14 @@ VRAM_PRESETS: dict[str, dict] = {
 
 
 def auto_vram_tier(free_gib: float | None) -> str | None:
-    """The largest preset that fits in `free_gib` of free GPU memory (None without a GPU)."""
+    """The largest preset that fits in `free_gib` of free GPU memory (None without a GPU).
+
+    A card sold as N GB reports a little less (a 16 GB card: ~15.6 GiB total, less free), and each
+    preset already keeps a margin under its size, so a tier is taken with 1 GiB of slack.
+    """
     if free_gib is None:
         return None
-    fitting = [tier for tier in VRAM_PRESETS if int(tier) <= free_gib]
+    fitting = [tier for tier in VRAM_PRESETS if int(tier) <= free_gib + 1.0]
     return max(fitting, key=int) if fitting else "8"
 
 
@@ -197,7 +201,7 @@ def oom_message(step: int, tier: str | None, total_gib: float | None = None) -> 
     size = f" on a {total_gib:.0f} GB GPU" if total_gib else ""
     lower = next_lower_tier(tier)
     if tier is None:
-        fit = auto_vram_tier(total_gib * 0.9) if total_gib else "8"
+        fit = auto_vram_tier(total_gib) if total_gib else "8"
         advice = f"try --vram {fit} (or a smaller --batch-size / --tokens-per-micro)"
     elif lower is not None:
         advice = f"try --vram {lower}"

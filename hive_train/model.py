@@ -179,8 +179,10 @@ def peft_config(cfg: TrainConfig):
 def load_base(cfg: TrainConfig, device: torch.device, dtype: torch.dtype):
     """The frozen base model with `hive_docs` attention, quantized when `cfg.quant == "nf4"`."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers.utils import logging as hf_logging
 
     attention.register()
+    hf_logging.disable_progress_bar()  # hive-train shows its own progress
     kwargs: dict = {"dtype": dtype, "attn_implementation": attention.NAME, "device_map": {"": str(device)}}
     if cfg.quant == "nf4":
         kwargs["quantization_config"] = BitsAndBytesConfig(
