@@ -207,9 +207,10 @@ class _Builder:
             near = (info.get("highlight") or "").strip()
             if near:
                 reason += f" near {near!r}"
-            raise self.error(
-                f"cannot parse ({self.read}): {reason}", stmt, info.get("line"), info.get("col")
-            ) from None
+            line, col = info.get("line"), info.get("col")
+            if col and near:  # sqlglot reports the column where the offending token ends
+                col = max(1, col - len(info.get("highlight") or "") + 1)
+            raise self.error(f"cannot parse ({self.read}): {reason}", stmt, line, col) from None
         trees = [t for t in trees if t is not None]
         if len(trees) != 1:
             raise self.error(f"expected one statement, found {len(trees)} (missing separator?)", stmt)
@@ -320,7 +321,9 @@ class _Builder:
             column.not_null = not kind.args.get("allow_null")
         elif isinstance(kind, exp.PrimaryKeyColumnConstraint):
             if table.primary_key:
-                raise self.error_at("a second PRIMARY KEY in one table", stmt, node)
+                raise DDLError(
+                    "a second PRIMARY KEY in one table", file=self.source, line=column.line, col=column.col
+                )
             table.primary_key = [column.name]
         elif isinstance(kind, exp.UniqueColumnConstraint):
             column.unique = True
