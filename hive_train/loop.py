@@ -210,8 +210,7 @@ def train(
     max_id = max(int(t.ids.max()) for t in (train_rows, val_rows) if t is not None and len(t.ids))
     info = read_model_info(cfg.model)
     tok_meta = shards.manifest.get("tokenizer") or {}
-    tokenizer_source = cfg.tokenizer or tok_meta.get("name_or_path") or cfg.model
-    tokenizer = load_tokenizer(tokenizer_source)
+    tokenizer_source, tokenizer = _find_tokenizer(cfg, tok_meta)
     for note in check_fit(
         info,
         shards.manifest,
@@ -353,8 +352,8 @@ def train(
                 )
             if done % cfg.log_every == 0 or record["val_loss"] is not None or done == end_step:
                 metrics.write(record)
+            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tokens_per_s']:,.0f}", refresh=False)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tokens_per_s']:,.0f}")
             if (cfg.save_every and done % cfg.save_every == 0) or done == end_step:
                 last_good = checkpoint.save_checkpoint(
                     out,
@@ -413,6 +412,23 @@ def train(
         completed=completed,
         model=model,
     )
+
+
+def _find_tokenizer(cfg: TrainConfig, tok_meta: dict):
+    """`--tokenizer`, else the one the shards name, else the model's own (its content is checked
+    against the manifest either way). The manifest may name a path relative to where pack ran."""
+    if cfg.tokenizer:
+        return cfg.tokenizer, load_tokenizer(cfg.tokenizer)
+    named = tok_meta.get("name_or_path")
+    if named:
+        try:
+            return named, load_tokenizer(named)
+        except TrainError as first:
+            try:
+                return cfg.model, load_tokenizer(cfg.model)
+            except TrainError:
+                raise first from None
+    return cfg.model, load_tokenizer(cfg.model)
 
 
 def _cursor(schedule, done: int) -> dict:
