@@ -383,3 +383,50 @@ def test_rule11_sqlite_target_executes_in_sqlite(fixtures_dir):
         db = sqlite3.connect(":memory:")
         db.executescript(text)
         db.close()
+
+
+# ---- tricky inputs from the notes that are handled ------------------------------------------------
+def test_partitions_and_inheritance_become_plain_tables_with_the_parents_columns(fixtures_dir, pg_conn):
+    text = norm(
+        "CREATE TABLE p (id int PRIMARY KEY, v int NOT NULL) PARTITION BY RANGE (v);\n"
+        "CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (1) TO (10);"
+    )
+    assert block(text, "p1") == "CREATE TABLE p1 (\n  id INTEGER PRIMARY KEY,\n  v INTEGER NOT NULL\n);\n"
+    school = norm((fixtures_dir / "ddl" / "school_postgres.sql").read_text())
+    archive = block(school, "enrollment_archive")
+    assert archive.startswith("CREATE TABLE enrollment_archive (\n  student_id INTEGER NOT NULL,\n")
+    assert archive.endswith("  archived_on DATE\n);\n") and "PRIMARY KEY" not in archive
+    pg_conn.execute(text)
+
+
+def test_temporary_and_unlogged_tables_are_ordinary_tables():
+    res = normalize_ddl("CREATE TEMPORARY TABLE t (a int);\nCREATE UNLOGGED TABLE u (b int);")
+    assert res.tables == ["t", "u"] and "TEMPORARY" not in res.text and "UNLOGGED" not in res.text
+
+
+def test_create_schema_body_tables_take_the_schema():
+    res = normalize_ddl(
+        "CREATE SCHEMA s CREATE TABLE a (x int PRIMARY KEY) CREATE TABLE b (y int REFERENCES a(x));"
+    )
+    assert res.tables == ["a", "b"] and res.dropped["CREATE SCHEMA"] == 1  # one schema: qualifiers dropped
+    assert "y INTEGER REFERENCES a(x)" in res.text
+
+
+def test_identifier_policy_for_answers_matches_schemas():
+    import sqlglot
+
+    from hive_data.ddl import apply_identifier_policy
+
+    tree = sqlglot.parse_one("SELECT `order`.`Name`, `Percent (%)` FROM `order` WHERE `x` = 1", read="mysql")
+    sql = apply_identifier_policy(tree, "postgres").sql(dialect="postgres")
+    assert sql == 'SELECT "order".Name, "Percent (%)" FROM "order" WHERE x = 1'
+    assert (
+        tree.sql(dialect="mysql") == "SELECT `order`.`Name`, `Percent (%)` FROM `order` WHERE `x` = 1"
+    )  # untouched
+
+
+def test_duckdb_map_type():
+    assert (
+        column_line(normalize_ddl("CREATE TABLE t (a MAP(VARCHAR, INT))", read="duckdb").text, "t", "a")
+        == "a JSON"
+    )
