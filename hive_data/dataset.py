@@ -45,7 +45,7 @@ from hive_data.records import (
 )
 from hive_data.verify import VERIFY_LEVELS, guess_read
 
-STEPS = ("read", "fields", "schema", "answer", "parse", "explain", "messages")
+STEPS = ("read", "fields", "schema", "answer", "parse", "explain", "messages", "internal")
 OUTPUT_SUFFIXES = (".jsonl", ".parquet")
 SCHEMA_MEMO = 4096  # canonical schemas remembered per process
 
@@ -360,7 +360,14 @@ def _work(batch: list[tuple]) -> list[tuple]:
             else:
                 (result, key), extra = _chat_row(data, fmt), None
             out.append(("ok", json.dumps(result, ensure_ascii=False, default=_json_default), key, fmt, extra))
-        except _Reject as rej:
+        except Exception as exc:  # noqa: BLE001 - one row's surprise must not take the run down
+            if isinstance(exc, _Reject):
+                rej = exc
+            elif type(exc).__module__.startswith("psycopg"):
+                raise  # the database went away: stop, do not reject every row that follows
+            else:
+                reason = f"internal error ({type(exc).__name__}: {str(exc)[:200]}); please report it"
+                rej = _Reject("internal", HiveError(reason))
             entry = _reject_entry(item, rej.step, rej.err)
             out.append(
                 ("reject", json.dumps(entry, ensure_ascii=False, default=_json_default), rej.step, fmt)
@@ -452,6 +459,14 @@ def normalize_dataset(
         raise ConfigError("--verify explain runs PostgreSQL: it needs --dialect postgres")
     if cfg.fmt is not None and cfg.fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {cfg.fmt!r}")
+    from sqlglot.dialects.dialect import Dialect
+
+    for flag, name in (("--read", cfg.read), ("--dialect", cfg.dialect)):
+        if name != "auto" or flag == "--dialect":
+            try:
+                Dialect.get_or_raise(name)
+            except ValueError:
+                raise ConfigError(f"{flag}: unknown SQL dialect {name!r}") from None
     if cfg.schema_dir and not Path(cfg.schema_dir).is_dir():
         raise ConfigError(f"--schema-dir {cfg.schema_dir}: not a directory")
     rejects = Path(cfg.rejects) if cfg.rejects else rejects_path(output)

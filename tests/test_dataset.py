@@ -226,6 +226,8 @@ def test_strict_and_bad_sources(ds, tmp_path):
     assert not (tmp_path / "y.jsonl").exists() and not (tmp_path / "y.rejects.jsonl").exists()
     with pytest.raises(ConfigError, match="must end in .jsonl or .parquet"):
         normalize_dataset(ds / "gretel.jsonl", tmp_path / "out.csv")
+    with pytest.raises(ConfigError, match="--read: unknown SQL dialect 'mysqll'"):
+        normalize_dataset(ds / "gretel.jsonl", out, read="mysqll")
     with pytest.raises(ConfigError, match="needs --dialect postgres"):
         normalize_dataset(ds / "gretel.jsonl", out, verify="explain", dialect="mysql")
 

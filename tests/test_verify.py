@@ -205,3 +205,19 @@ def test_scratch_schemas_are_bounded(pg_uri):
         left = v.conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'hive_cap_%'").fetchone()
         assert left == (3,)
         v.explain("SELECT a0 FROM t", "CREATE TABLE t (a0 INTEGER);")  # evicted ones come back on demand
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT `Order`, `Total Sales`, `FacID`, `1st` FROM `Faculty` AS `f` WHERE `f`.`select` = 1",
+        "SELECT COUNT(*) FROM `world_1`.`city` JOIN `country` USING (`Code`)",
+    ],
+)
+def test_in_place_policy_matches_the_ddl_policy(sql):
+    from hive_data.ddl import apply_identifier_policy
+    from hive_data.verify import apply_policy_in_place
+
+    for dialect in ("postgres", "mysql", "sqlite"):
+        expected = apply_identifier_policy(parse_statement(sql, "mysql"), dialect).sql(dialect=dialect)
+        assert apply_policy_in_place(parse_statement(sql, "mysql"), dialect).sql(dialect=dialect) == expected
