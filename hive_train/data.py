@@ -111,11 +111,18 @@ class MicroBatch:
     max_doc_len: int
     loss_positions: torch.Tensor  # (n,) int64: positions whose logits carry loss
     targets: torch.Tensor  # (n,) int64: the token predicted at each loss position
-    doc_lengths: np.ndarray  # for the attention FLOP count
+    doc_lengths: np.ndarray  # real documents only, for the attention FLOP count
     rows: np.ndarray
+    padding: int = 0  # trailing pad tokens (their own document, no loss) added for a fixed shape
 
     @property
     def tokens(self) -> int:
+        """Real (non-padding) tokens."""
+        return int(self.input_ids.shape[1]) - self.padding
+
+    @property
+    def length(self) -> int:
+        """Length of the flattened row, padding included."""
         return int(self.input_ids.shape[1])
 
     @property
@@ -133,6 +140,7 @@ class MicroBatch:
             targets=self.targets.to(device, **move),
             doc_lengths=self.doc_lengths,
             rows=self.rows,
+            padding=self.padding,
         )
 
 
@@ -149,13 +157,23 @@ def _gather(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> np.nda
     return values[starts[row_of] + within]
 
 
-def flatten(table: RowTable, rows: np.ndarray) -> MicroBatch:
-    """Flatten rows into one micro-batch row with document boundaries (see the module docstring)."""
+def flatten(table: RowTable, rows: np.ndarray, *, pad_to: int | None = None, pad_id: int = 0) -> MicroBatch:
+    """Flatten rows into one micro-batch row with document boundaries (see the module docstring).
+
+    `pad_to` appends pad tokens up to that length as one more document without loss, so that
+    compiled kernels see a single shape; padding changes neither the loss nor the gradients.
+    """
     rows = np.asarray(rows, dtype=np.int64)
     ids = _gather(table.ids, table.offsets, rows).astype(np.int64)
     mask = _gather(table.mask, table.offsets, rows).astype(bool)
     doc_lengths = _gather(table.doc_lengths, table.doc_offsets, rows).astype(np.int64)
     doc_lengths = doc_lengths[doc_lengths > 0]
+    real_docs = doc_lengths
+    padding = max(0, (pad_to or 0) - len(ids))
+    if padding:
+        ids = np.concatenate([ids, np.full(padding, pad_id, np.int64)])
+        mask = np.concatenate([mask, np.zeros(padding, bool)])
+        doc_lengths = np.concatenate([doc_lengths, [padding]])
     total = len(ids)
     doc_starts = np.zeros(len(doc_lengths) + 1, dtype=np.int64)
     np.cumsum(doc_lengths, out=doc_starts[1:])
@@ -173,8 +191,9 @@ def flatten(table: RowTable, rows: np.ndarray) -> MicroBatch:
         max_doc_len=int(doc_lengths.max()) if len(doc_lengths) else 0,
         loss_positions=torch.from_numpy(loss_positions),
         targets=torch.from_numpy(ids[loss_positions + 1]) if total else torch.zeros(0, dtype=torch.int64),
-        doc_lengths=doc_lengths,
+        doc_lengths=real_docs,
         rows=rows,
+        padding=padding,
     )
 
 
@@ -241,6 +260,12 @@ def build_schedule(
         ):
             break
     return Schedule(epochs=plans, total_steps=total)
+
+
+def micro_capacity(table: RowTable, micro_batches, multiple: int = 128) -> int:
+    """The longest micro-batch in tokens, rounded up to `multiple`: the one padded shape."""
+    longest = max((int(table.row_tokens[rows].sum()) for rows in micro_batches), default=1)
+    return -(-longest // multiple) * multiple
 
 
 def eval_batches(table: RowTable, *, batch_size: int, tokens_per_micro: int | None) -> list[np.ndarray]:

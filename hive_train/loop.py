@@ -28,7 +28,7 @@ from hive_data.errors import ConfigError, TrainError
 from hive_data.shards import open_shards
 from hive_train import attention, checkpoint
 from hive_train.config import TrainConfig, oom_message
-from hive_train.data import MicroBatch, RowTable, build_schedule, eval_batches, flatten
+from hive_train.data import MicroBatch, RowTable, build_schedule, eval_batches, flatten, micro_capacity
 from hive_train.fast import linear_cross_entropy_sum
 from hive_train.metrics import MetricsLog, peak_flops, peak_memory_gb, read_metrics, step_flops
 from hive_train.model import (
@@ -88,7 +88,7 @@ def micro_loss(model, batch: MicroBatch, backend: str) -> torch.Tensor:
         input_ids=batch.input_ids,
         position_ids=batch.position_ids,
         use_cache=False,
-        **attention.attention_inputs(backend, batch.cu_seqlens, batch.max_doc_len, batch.tokens),
+        **attention.attention_inputs(backend, batch.cu_seqlens, batch.max_doc_len, batch.length),
     )
     hidden = out.last_hidden_state[0].index_select(0, batch.loss_positions)
     head = base.get_output_embeddings()
@@ -112,7 +112,13 @@ def forward_backward(model, batches: list[MicroBatch], backend: str, autocast) -
 
 @torch.no_grad()
 def evaluate(
-    model, table: RowTable, micro_rows: list[np.ndarray], device, backend: str, autocast
+    model,
+    table: RowTable,
+    micro_rows: list[np.ndarray],
+    device,
+    backend: str,
+    autocast,
+    pad: dict | None = None,
 ) -> float | None:
     """Mean loss over all loss tokens of the validation split."""
     if not micro_rows:
@@ -120,7 +126,7 @@ def evaluate(
     model.eval()
     total, count = 0.0, 0
     for rows in micro_rows:
-        batch = flatten(table, rows).to(device)
+        batch = flatten(table, rows, **(pad or {})).to(device)
         with autocast():
             total += float(micro_loss(model, batch, backend))
         count += batch.loss_tokens
@@ -286,6 +292,16 @@ def train(
         else []
     )
 
+    # Compiled kernels (FlexAttention on CUDA, --compile) see one padded shape instead of
+    # recompiling for every micro-batch length.
+    pad: dict = {}
+    if device.type == "cuda" and (backend == "flex" or cfg.compile):
+        every_micro = [m for plan in schedule.epochs for step in plan for m in step]
+        capacity = micro_capacity(train_rows, every_micro)
+        if val_rows is not None and val_micro:
+            capacity = max(capacity, micro_capacity(val_rows, val_micro))
+        pad = {"pad_to": capacity, "pad_id": int(tok_meta.get("pad_id") or 0)}
+
     start_step, tokens_seen = 0, 0
     last_good = None
     if resume_from is not None:
@@ -309,7 +325,7 @@ def train(
             lr = lr_at(step, total_steps, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batches = [flatten(train_rows, rows).to(device) for rows in schedule.micro_batches(step)]
+            batches = [flatten(train_rows, rows, **pad).to(device) for rows in schedule.micro_batches(step)]
             loss, loss_tokens = forward_backward(model, batches, backend, autocast)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
@@ -348,7 +364,7 @@ def train(
             }
             if (cfg.eval_every and done % cfg.eval_every == 0) or done == total_steps:
                 record["val_loss"] = val_loss = evaluate(
-                    model, val_rows, val_micro, device, backend, autocast
+                    model, val_rows, val_micro, device, backend, autocast, pad
                 )
             if done % cfg.log_every == 0 or record["val_loss"] is not None or done == end_step:
                 metrics.write(record)

@@ -104,3 +104,14 @@ def test_lr_warmup_then_cosine_to_min():
     assert lrs[-1] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * 89 / 90)))
     const = TrainConfig(lr=2.0, warmup_ratio=0.0, lr_scheduler="constant")
     assert {lr_at(s, 10, const) for s in range(10)} == {2.0}
+
+
+def test_padding_is_one_more_document_without_loss():
+    table = table_of([([11, 12, 13], [3], [0, 1, 1])])
+    mb = flatten(table, np.array([0]), pad_to=6, pad_id=9)
+    assert mb.input_ids.tolist() == [[11, 12, 13, 9, 9, 9]]
+    assert mb.position_ids.tolist() == [[0, 1, 2, 0, 1, 2]]
+    assert mb.cu_seqlens.tolist() == [0, 3, 6]
+    assert mb.loss_positions.tolist() == [0, 1]
+    assert (mb.tokens, mb.length, mb.padding) == (3, 6, 3)
+    assert mb.doc_lengths.tolist() == [3]

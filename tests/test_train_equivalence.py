@@ -154,3 +154,21 @@ def test_evaluation_leaves_the_training_path_intact(model, table):
     after = grads(model)
     for name in before:
         torch.testing.assert_close(after[name], before[name], rtol=0, atol=0, msg=name)
+
+
+def test_padding_to_a_fixed_shape_changes_nothing(model, table):
+    rows = np.array([0, 1])
+    plain = flatten(table, rows)
+    padded = flatten(table, rows, pad_to=plain.length + 37, pad_id=4070)
+    assert padded.length == plain.length + 37 and padded.tokens == plain.tokens
+    zero(model)
+    a = micro_loss(model, plain, "sdpa")
+    a.backward()
+    ga = grads(model)
+    zero(model)
+    b = micro_loss(model, padded, "sdpa")
+    b.backward()
+    gb = grads(model)
+    torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
+    for name in ga:
+        torch.testing.assert_close(gb[name], ga[name], rtol=1e-4, atol=1e-6, msg=name)  # summation order only
