@@ -430,3 +430,13 @@ def test_duckdb_map_type():
         column_line(normalize_ddl("CREATE TABLE t (a MAP(VARCHAR, INT))", read="duckdb").text, "t", "a")
         == "a JSON"
     )
+
+
+def test_mysql_zero_date_defaults_are_dropped_and_reported(pg_conn):
+    res = normalize_ddl(
+        "CREATE TABLE t (d datetime NOT NULL DEFAULT '0000-00-00 00:00:00', e date DEFAULT '2001-01-01')"
+    )
+    assert column_line(res.text, "t", "d") == "d TIMESTAMP NOT NULL,"
+    assert column_line(res.text, "t", "e") == "e DATE DEFAULT '2001-01-01'"
+    assert res.warnings == ["t.d: zero-date default dropped"]
+    pg_conn.execute(res.text)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
-from sqlglot.errors import ParseError, TokenError
+from sqlglot.errors import ParseError, SqlglotError, TokenError
 from sqlglot.tokens import TokenType
 
 from hive_data.ddl.model import Column, ForeignKey, QualifiedName, Schema, Table
@@ -127,7 +127,15 @@ def build_schema(
     log.setLevel(logging.ERROR)  # Command fallbacks are detected and reported here, not logged
     try:
         for stmt in statements:
-            b.statement(stmt)
+            try:
+                b.statement(stmt)
+            except DDLError:
+                raise
+            except (SqlglotError, AttributeError, TypeError, ValueError, IndexError, KeyError) as err:
+                # a tree shape this module does not know: refuse it where it is, never guess
+                raise b.error(
+                    f"cannot represent this statement faithfully ({type(err).__name__}: {err})", stmt
+                ) from err
     finally:
         log.setLevel(level)
     b.finish()
@@ -201,6 +209,8 @@ class _Builder:
             self.check_tokens(stmt, tokens)
         try:
             trees = self.dialect.parser().parse(tokens, text)
+        except TokenError as err:
+            raise self.error(f"cannot tokenize: {err}", stmt) from None
         except ParseError as err:
             info = err.errors[0] if err.errors else {}
             reason = info.get("description") or str(err).splitlines()[0]
@@ -296,6 +306,8 @@ class _Builder:
             line, col = stmt.locate(*_pos(item))
             return Column(item.name, None, line=line, col=col, quoted=item.quoted)
         ident = item.this
+        if not isinstance(ident, exp.Identifier):
+            raise self.error_at("cannot read this column definition", stmt, item)
         line, col = stmt.locate(*_pos(ident))
         dtype = item.args.get("kind")
         column = Column(
@@ -420,6 +432,8 @@ class _Builder:
             table.primary_key = [_name(e) for e in item.expressions]
         elif isinstance(item, exp.ForeignKey):
             ref = item.args.get("reference")
+            if not isinstance(ref, exp.Reference):
+                raise self.error_at("FOREIGN KEY without REFERENCES", stmt, item)
             table.foreign_keys.append(_reference(ref, [_name(e) for e in item.expressions], stmt.schema))
         elif isinstance(item, exp.UniqueColumnConstraint):
             target = item.this

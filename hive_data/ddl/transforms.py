@@ -179,6 +179,11 @@ def map_types(schema: Schema, ctx: Context) -> Schema:
                     if not any(c == check for c in column.checks):
                         column.checks.insert(0, check)
                 continue
+            if cat in ("date", "timestamp", "timestamptz") and isinstance(column.default, exp.Literal):
+                if column.default.is_string and column.default.name.startswith("0000-00-00"):
+                    # MySQL's zero date is no date anywhere else; the default is dropped, and said so
+                    schema.warnings.append(f"{table.name}.{column.name}: zero-date default dropped")
+                    column.default = None
             if cat in ("boolean", "bit") and isinstance(column.default, exp.Literal):
                 if not column.default.is_string and column.default.name in ("0", "1"):
                     column.default = exp.true() if column.default.name == "1" else exp.false()
