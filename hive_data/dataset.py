@@ -81,9 +81,7 @@ class Summary:
     rows_out: int = 0
     duplicates: int = 0
     rejected: Counter = field(default_factory=Counter)  # step -> rows
-    dropped: Counter = field(
-        default_factory=Counter
-    )  # kind of statement dropped from schema contexts -> count
+    dropped: Counter = field(default_factory=Counter)  # statement kind -> count, over distinct schemas
     formats: Counter = field(default_factory=Counter)  # record format -> rows
     schemas: int = 0  # distinct schema texts canonicalized
     seconds: float = 0.0
@@ -107,7 +105,7 @@ class Summary:
         ]
         if self.dropped:
             lines.append(
-                "dropped from schema contexts (summed over rows): "
+                "dropped from the distinct schemas: "
                 + ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items()))
             )
         lines.append(f"time: {self.seconds:.1f} s, {self.rows_per_s:,.0f} rows/s; wrote {self.output}")
@@ -526,8 +524,9 @@ def _write(records, output: Path, rejects: Path, cfg, pg_uri, procs: int, summar
                     _, line, key, fmt, extra = res
                     summary.formats[fmt] += 1
                     if extra is not None:
-                        summary.dropped.update(extra[0])
-                        schemas.add(extra[1])
+                        if extra[1] not in schemas:  # counted once per distinct schema
+                            summary.dropped.update(extra[0])
+                            schemas.add(extra[1])
                     if key in seen:
                         summary.duplicates += 1
                         continue

@@ -25,7 +25,7 @@ def test_normalize_gretel_file(ds, tmp_path):
     code, stdout, stderr = run(ds / "gretel.jsonl", "--read", "mysql", "-o", out, "--num-proc", "1")
     assert code == 0, stderr
     assert "rows: in 4 = out 4 + rejected 0 + duplicates 0" in stderr
-    assert "dropped from schema contexts (summed over rows): INSERT 8" in stderr
+    assert "dropped from the distinct schemas: INSERT 2" in stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 4 and all(r["dialect"] == "postgres" for r in rows)
     assert (tmp_path / "clean.rejects.jsonl").read_text() == ""
