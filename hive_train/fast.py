@@ -1,183 +1,251 @@
-"""Fast training paths for frozen-base adapters: DoRA/LoRA matmuls and a chunked LM-head loss.
+"""Fast training path for frozen-base adapters: DoRA/LoRA linears and a fused LM-head loss.
 
-Same math as peft's DoRA and LoRA layers (checked against them in `tests/test_fast.py`), fewer
-passes over memory:
+Same math as peft's DoRA and LoRA layers (checked against them in `tests/test_fast.py`), with far
+fewer kernels and passes over memory:
 
 - The frozen base weight W is dequantized from NF4 once and kept in the compute dtype when memory
-  allows (`keep_4bit=False`); otherwise it is dequantized on the fly in forward and in backward,
-  exactly as bitsandbytes does, so the 4-bit storage stays real.
-- DoRA scales each output row by g = m / ||W + s·BA|| (the norm detached, as peft and the DoRA paper
-  do). Instead of computing x·Wᵀ and then rescaling the (tokens x out) activations several times, the
-  tiny weight-side tensors are scaled: y = x·(g⊙W)ᵀ + (x·Aᵀ)·(s·g⊙B)ᵀ, one large GEMM plus two
-  skinny ones. The backward pass needs no weight gradient for W (frozen), and the magnitude gradient
-  is one fused reduction: ∂L/∂g_i = Σ_t ∂L/∂y_ti · y_ti / g_i.
-- The LM head loss is computed over loss tokens only, in chunks, with the gradient produced in the
-  forward pass, so the (tokens x vocab) logits never exist in full.
+  allows (`keep_4bit=False`); with `keep_4bit=True` it is dequantized on the fly in forward and in
+  backward, as bitsandbytes does, so the 4-bit storage stays real (the 8 GB tier).
+- DoRA scales each output row by g = m / ||W + s·BA|| (the norm detached, as in peft and the DoRA
+  paper). The weight-side tensors depend only on the parameters, which change only at an optimizer
+  step, so they are computed once per step (`FastAdapters.prepare`), batched over all layers of the
+  same shape: g⊙W and s·g⊙B in the compute dtype, and A cast once. Each layer's forward is then
+  y = x·(g⊙W)ᵀ + (x·Aᵀ)·(s·g⊙B)ᵀ: one large GEMM and two skinny ones, no passes over activations.
+- Backward needs no gradient for W (frozen). The magnitude gradient is one fused reduction:
+  ∂L/∂m_i = Σ_t ∂L/∂y_ti · y_ti / m_i (since y = g⊙v and g = m/||·|| with the norm constant).
+- The LM-head loss runs over loss tokens only, in chunks, with the gradient computed in the forward
+  pass, so the (tokens x vocab) logits never exist in full (Liger's fused kernel on CUDA when it is
+  installed, a chunked PyTorch version otherwise).
 """
 
 from __future__ import annotations
 
 import types
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def dense_weight(base: nn.Module) -> torch.Tensor:
-    """The base layer's weight as a dense (out, in) tensor, dequantizing bitsandbytes 4-bit weights."""
-    cached = getattr(base, "_hive_dense_weight", None)
-    if cached is not None:
-        return cached
+def dequantize(base: nn.Module) -> torch.Tensor:
+    """A base layer's weight as a dense (out, in) tensor, dequantizing bitsandbytes 4-bit weights."""
     weight = base.weight
     if weight.__class__.__name__ == "Params4bit":
         import bitsandbytes.functional as bnbf
 
         return bnbf.dequantize_4bit(weight.data, weight.quant_state)
-    return weight
+    return weight.detach()
 
 
-def cache_dense_weight(base: nn.Module, dtype: torch.dtype) -> None:
-    """Dequantize once and keep the dense weight (a non-persistent buffer: not saved, not trained)."""
-    dense = dense_weight(base).detach().to(dtype).contiguous()
-    base.register_buffer("_hive_dense_weight", dense, persistent=False)
+@dataclass(eq=False)
+class _Layer:
+    """One adapted linear layer and its per-step prepared tensors."""
+
+    module: nn.Module
+    base: nn.Module
+    lora_a: nn.Parameter
+    lora_b: nn.Parameter
+    magnitude: nn.Parameter | None
+    scaling: float
+    dense: torch.Tensor | None = None  # dequantized W, kept when keep_4bit is False
+    # prepared once per optimizer step (no autograd history):
+    a: torch.Tensor | None = None  # A in the compute dtype
+    b_scaled: torch.Tensor | None = None  # s·g⊙B (DoRA) or s·B (LoRA), compute dtype
+    w_scaled: torch.Tensor | None = None  # g⊙W (DoRA) or W, compute dtype; None when keep_4bit
+    g: torch.Tensor | None = None  # DoRA row scales, float32
+    gs: torch.Tensor | float = 1.0  # s·g (float32) or s, for the gradient of B
+    m32: torch.Tensor | None = None  # magnitude in float32, for its gradient
+
+    @property
+    def dora(self) -> bool:
+        return self.magnitude is not None
+
+    def scaled_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        if self.w_scaled is not None:
+            return self.w_scaled
+        weight = dequantize(self.base)
+        if self.g is None:
+            return weight.to(dtype)
+        return (weight.to(torch.float32) * self.g[:, None]).to(dtype)
 
 
-class _DoraLinear(torch.autograd.Function):
+class _AdapterLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, lora_a, lora_b, magnitude, weight_norm, base, scaling):
+    def forward(ctx, x, lora_a, lora_b, magnitude, layer: _Layer):
         dtype = x.dtype
-        weight = dense_weight(base).to(dtype)
-        g = (magnitude.to(torch.float32) / weight_norm.to(torch.float32)).to(dtype)
-        a = lora_a.to(dtype)
-        b_scaled = lora_b.to(dtype) * (g * scaling)[:, None]
-        xa = x @ a.t()
-        y = x @ (weight * g[:, None]).t()
-        y.addmm_(xa, b_scaled.t())
-        bias = getattr(base, "bias", None)
+        y = x @ layer.scaled_weight(dtype).t()
+        xa = x @ layer.a.t()
+        y.addmm_(xa, layer.b_scaled.t())
+        bias = layer.base.bias
         if bias is not None:
             y.add_(bias.to(dtype))
-        ctx.base, ctx.scaling, ctx.has_bias = base, scaling, bias is not None
-        ctx.dtypes = (lora_a.dtype, lora_b.dtype, magnitude.dtype)
-        ctx.save_for_backward(x, xa, y, a, lora_b, g, weight_norm)
+        ctx.layer = layer
+        ctx.save_for_backward(x, xa, y if layer.dora else None)
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, xa, y, a, lora_b, g, weight_norm = ctx.saved_tensors
-        dtype = dy.dtype
+        layer: _Layer = ctx.layer
+        x, xa, y = ctx.saved_tensors
         dy = dy.contiguous()
-        scaling = ctx.scaling
-        b_scaled = lora_b.to(dtype) * (g * scaling)[:, None]
-        dyb = dy @ b_scaled
+        dyb = dy @ layer.b_scaled
         dx = None
         if ctx.needs_input_grad[0]:
-            weight = dense_weight(ctx.base).to(dtype)
-            dx = dy @ (weight * g[:, None])
-            dx.addmm_(dyb, a)
-        d_a = (dyb.t() @ x).to(ctx.dtypes[0])
-        d_b = ((dy.t() @ xa) * (g * scaling)[:, None]).to(ctx.dtypes[1])
-        u = y
-        if ctx.has_bias:
-            u = y - ctx.base.bias.to(dtype)
-        dg = (dy * u).sum(0, dtype=torch.float32) / g.to(torch.float32)
-        d_m = (dg / weight_norm.to(torch.float32)).to(ctx.dtypes[2])
-        return dx, d_a, d_b, d_m, None, None, None
+            dx = dy @ layer.scaled_weight(dy.dtype)
+            dx.addmm_(dyb, layer.a)
+        d_a = (dyb.t() @ x).to(layer.lora_a.dtype)
+        d_b = ((dy.t() @ xa).to(torch.float32) * _column(layer.gs)).to(layer.lora_b.dtype)
+        d_m = None
+        if layer.dora:
+            u = y if layer.base.bias is None else y - layer.base.bias.to(y.dtype)
+            d_m = ((dy * u).sum(0, dtype=torch.float32) / layer.m32).to(layer.magnitude.dtype)
+        return dx, d_a, d_b, d_m, None
 
 
-class _LoraLinear(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, lora_a, lora_b, base, scaling):
-        dtype = x.dtype
-        weight = dense_weight(base).to(dtype)
-        a = lora_a.to(dtype)
-        b_scaled = lora_b.to(dtype) * scaling
-        xa = x @ a.t()
-        y = x @ weight.t()
-        y.addmm_(xa, b_scaled.t())
-        bias = getattr(base, "bias", None)
-        if bias is not None:
-            y.add_(bias.to(dtype))
-        ctx.base, ctx.scaling, ctx.dtypes = base, scaling, (lora_a.dtype, lora_b.dtype)
-        ctx.save_for_backward(x, xa, a, b_scaled)
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, xa, a, b_scaled = ctx.saved_tensors
-        dy = dy.contiguous()
-        dyb = dy @ b_scaled
-        dx = None
-        if ctx.needs_input_grad[0]:
-            dx = dy @ dense_weight(ctx.base).to(dy.dtype)
-            dx.addmm_(dyb, a)
-        d_a = (dyb.t() @ x).to(ctx.dtypes[0])
-        d_b = ((dy.t() @ xa) * ctx.scaling).to(ctx.dtypes[1])
-        return dx, d_a, d_b, None, None
-
-
-def dora_weight_norm(
-    weight: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float
-) -> torch.Tensor:
-    """Row norms of W + s·BA without gradient (DoRA detaches them), accumulated in float32."""
-    with torch.no_grad():
-        merged = weight.to(torch.float32) + scaling * (lora_b.to(torch.float32) @ lora_a.to(torch.float32))
-        return torch.linalg.vector_norm(merged, dim=1)
+def _column(scale):
+    return scale[:, None] if isinstance(scale, torch.Tensor) else scale
 
 
 def _fast_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    """Replacement forward for a peft `lora.Linear` with one active adapter and no dropout."""
-    name = self.active_adapters[0]
-    if self.disable_adapters or self.merged or name not in self.lora_A:
+    """Replacement forward for an adapted peft linear layer (one adapter, no dropout)."""
+    fast: FastAdapters = self._hive_fast
+    if self.disable_adapters or self.merged:
         return self._hive_stock_forward(x, *args, **kwargs)
-    lora_a = self.lora_A[name].weight
-    lora_b = self.lora_B[name].weight
-    scaling = float(self.scaling[name])
-    base = self.base_layer
-    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+    if fast.stale:
+        fast.prepare()
+    layer: _Layer = self._hive_layer
+    dtype = fast.dtype
     shape = x.shape
-    x2 = x.reshape(-1, shape[-1]).to(dtype)
+    x2 = x.reshape(-1, shape[-1])
+    if x2.dtype != dtype:
+        x2 = x2.to(dtype)
     with torch.autocast(x.device.type, enabled=False):
-        if name in self.lora_variant:
-            weight = dense_weight(base)
-            norm = dora_weight_norm(weight, lora_a, lora_b, scaling)
-            magnitude = self.lora_magnitude_vector[name].weight
-            y = _DoraLinear.apply(x2, lora_a, lora_b, magnitude, norm, base, scaling)
-        else:
-            y = _LoraLinear.apply(x2, lora_a, lora_b, base, scaling)
+        y = _AdapterLinear.apply(x2, layer.lora_a, layer.lora_b, layer.magnitude, layer)
     return y.reshape(*shape[:-1], y.shape[-1])
 
 
-def install_fast_adapters(model: nn.Module, *, keep_4bit: bool, dtype: torch.dtype) -> int:
-    """Route every eligible peft LoRA/DoRA linear layer of `model` through the fast path.
+@dataclass(eq=False)
+class FastAdapters:
+    """The fast path installed on a peft model: `FastAdapters.install(model, ...)`.
 
-    Eligible: a `lora.Linear` with exactly one adapter, dropout 0 (identity) and a plain or
-    bitsandbytes-4-bit base layer. With `keep_4bit=False` the base weights are dequantized once and
-    kept in `dtype`. Returns the number of layers switched; others keep peft's own forward.
+    Call `attach(optimizer)` so that every optimizer step marks the prepared tensors stale; the next
+    forward pass recomputes them (once, for all layers).
     """
-    from peft.tuners.lora import LoraLayer
 
-    count = 0
-    for module in model.modules():
-        if not isinstance(module, LoraLayer) or len(module.lora_A) != 1:
-            continue
-        if type(module.get_base_layer()).__name__ not in ("Linear", "Linear4bit"):
-            continue
-        name = next(iter(module.lora_A))
-        if not isinstance(module.lora_dropout[name], nn.Identity):
-            continue
-        variant = module.lora_variant.get(name)
-        if variant is not None and type(variant).__name__ != "DoraLinearVariant":
-            continue
-        if getattr(module, "fan_in_fan_out", False):
-            continue
-        if not keep_4bit:
-            cache_dense_weight(module.base_layer, dtype)
-        if not hasattr(module, "_hive_stock_forward"):
-            module._hive_stock_forward = module.forward
-        module.forward = types.MethodType(_fast_forward, module)
-        count += 1
-    return count
+    dtype: torch.dtype
+    keep_4bit: bool
+    layers: list[_Layer] = field(default_factory=list)
+    stale: bool = True
+    _groups: dict = field(default_factory=dict)
+
+    @classmethod
+    def install(cls, model: nn.Module, *, keep_4bit: bool, dtype: torch.dtype) -> FastAdapters:
+        """Route every eligible peft LoRA/DoRA linear layer of `model` through the fast path.
+
+        Eligible: one adapter, dropout 0 (identity), not fan-in-fan-out, and a plain or
+        bitsandbytes-4-bit base layer. Other layers keep peft's own forward.
+        """
+        from peft.tuners.lora import LoraLayer
+
+        fast = cls(dtype=dtype, keep_4bit=keep_4bit)
+        for module in model.modules():
+            if not isinstance(module, LoraLayer) or len(module.lora_A) != 1:
+                continue
+            base = module.get_base_layer()
+            if type(base).__name__ not in ("Linear", "Linear4bit") or getattr(
+                module, "fan_in_fan_out", False
+            ):
+                continue
+            name = next(iter(module.lora_A))
+            if not isinstance(module.lora_dropout[name], nn.Identity):
+                continue
+            variant = module.lora_variant.get(name) if hasattr(module, "lora_variant") else None
+            if variant is not None and type(variant).__name__ != "DoraLinearVariant":
+                continue
+            layer = _Layer(
+                module=module,
+                base=base,
+                lora_a=module.lora_A[name].weight,
+                lora_b=module.lora_B[name].weight,
+                magnitude=module.lora_magnitude_vector[name].weight if variant is not None else None,
+                scaling=float(module.scaling[name]),
+            )
+            fast.layers.append(layer)
+            module._hive_layer = layer
+            module._hive_fast = fast
+            if not hasattr(module, "_hive_stock_forward"):
+                module._hive_stock_forward = module.forward
+            module.forward = types.MethodType(_fast_forward, module)
+        fast._build_groups()
+        return fast
+
+    def _build_groups(self) -> None:
+        """Group same-shaped layers; with keep_4bit=False store their dense weights stacked."""
+        groups: dict[tuple, list[_Layer]] = {}
+        for layer in self.layers:
+            out_f, in_f = layer.lora_b.shape[0], layer.lora_a.shape[1]
+            key = (out_f, in_f, layer.lora_a.shape[0], layer.dora, layer.scaling, layer.lora_a.device)
+            groups.setdefault(key, []).append(layer)
+        for key, members in groups.items():
+            stack = None
+            if not self.keep_4bit:
+                out_f, in_f, device = key[0], key[1], key[5]
+                stack = torch.empty(len(members), out_f, in_f, dtype=self.dtype, device=device)
+                for i, layer in enumerate(members):
+                    stack[i].copy_(dequantize(layer.base))
+                    layer.dense = stack[i]
+            self._groups[key] = (members, stack)
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.register_step_post_hook(lambda *_: self.mark_stale())
+
+    def mark_stale(self) -> None:
+        self.stale = True
+
+    @torch.no_grad()
+    def prepare(self) -> None:
+        """Recompute every layer's weight-side tensors from the current parameters."""
+        dtype = self.dtype
+        for (_, _, _, dora, scaling, _), (members, stack) in self._groups.items():
+            a = torch.stack([layer.lora_a for layer in members]).to(torch.float32)
+            b = torch.stack([layer.lora_b for layer in members]).to(torch.float32)
+            a_low = a.to(dtype)
+            if not dora:
+                b_scaled = (b * scaling).to(dtype)
+                for i, layer in enumerate(members):
+                    layer.a, layer.b_scaled, layer.gs = a_low[i], b_scaled[i], scaling
+                    layer.w_scaled = layer.dense
+                continue
+            m = torch.stack([layer.magnitude for layer in members]).to(torch.float32)
+            if stack is not None:
+                merged = torch.baddbmm(stack.to(torch.float32), b, a, alpha=scaling)
+                g = m / torch.linalg.vector_norm(merged, dim=2)
+                w_scaled = merged.copy_(stack).mul_(g[:, :, None]).to(dtype)
+            else:
+                norms = []
+                for i, layer in enumerate(members):
+                    merged = torch.addmm(dequantize(layer.base).to(torch.float32), b[i], a[i], alpha=scaling)
+                    norms.append(torch.linalg.vector_norm(merged, dim=1))
+                g = m / torch.stack(norms)
+                w_scaled = None
+            gs = g * scaling
+            b_scaled = (b * gs[:, :, None]).to(dtype)
+            for i, layer in enumerate(members):
+                layer.a, layer.b_scaled, layer.g, layer.gs, layer.m32 = (
+                    a_low[i],
+                    b_scaled[i],
+                    g[i],
+                    gs[i],
+                    m[i],
+                )
+                layer.w_scaled = w_scaled[i] if w_scaled is not None else None
+        self.stale = False
+
+
+def install_fast_adapters(model: nn.Module, *, keep_4bit: bool, dtype: torch.dtype) -> FastAdapters:
+    """Shorthand for `FastAdapters.install`."""
+    return FastAdapters.install(model, keep_4bit=keep_4bit, dtype=dtype)
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
@@ -189,11 +257,10 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         for start in range(0, hidden.shape[0], chunk):
             h = hidden[start : start + chunk]
             t = targets[start : start + chunk]
-            logits = (h @ w.t()).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            logp = torch.log_softmax(h @ w.t(), dim=-1, dtype=torch.float32)
+            total -= logp.gather(1, t[:, None]).sum()
             if grad_hidden is not None:
-                probs = logits.sub_(lse[:, None]).exp_()
+                probs = logp.exp_()
                 probs[torch.arange(len(t), device=t.device), t] -= 1.0
                 grad_hidden[start : start + chunk] = probs.to(h.dtype) @ w
         ctx.save_for_backward(grad_hidden)
@@ -205,15 +272,32 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         return grad_hidden * grad_total.to(grad_hidden.dtype), None, None, None
 
 
+def _liger_linear_cross_entropy():
+    try:
+        from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+    except Exception:  # not installed, or no Triton for this device
+        return None
+    return liger_fused_linear_cross_entropy
+
+
 def linear_cross_entropy_sum(
-    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 4096
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    chunk: int = 4096,
+    use_liger: bool = True,
 ) -> torch.Tensor:
     """Sum over rows of cross-entropy(hidden @ weightᵀ, targets), never materializing all logits.
 
     `hidden` holds only the positions that carry loss, (N, d); `weight` is the frozen LM head
     (V, d) and gets no gradient. The caller divides by the step's global loss-token count.
     """
+    if hidden.shape[0] == 0:
+        return hidden.sum() * 0.0
     if weight.requires_grad:
-        logits = F.linear(hidden, weight).float()
-        return F.cross_entropy(logits, targets, reduction="sum")
+        return F.cross_entropy(F.linear(hidden, weight).float(), targets, reduction="sum")
+    if use_liger and hidden.is_cuda:
+        liger = _liger_linear_cross_entropy()
+        if liger is not None:
+            return liger(hidden, weight.to(hidden.dtype), targets, reduction="sum")
     return _ChunkedLinearCrossEntropy.apply(hidden, weight, targets, chunk)
