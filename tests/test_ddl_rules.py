@@ -440,3 +440,17 @@ def test_mysql_zero_date_defaults_are_dropped_and_reported(pg_conn):
     assert column_line(res.text, "t", "e") == "e DATE DEFAULT '2001-01-01'"
     assert res.warnings == ["t.d: zero-date default dropped"]
     pg_conn.execute(res.text)
+
+
+def test_rule8_comments_anywhere_in_a_column_definition_are_gathered_once():
+    text = norm(
+        "CREATE TABLE t (\n  a int NOT NULL, -- c1\n  b int DEFAULT 0 CHECK (b > 0), -- c2\n"
+        "  c int REFERENCES t(a) -- c3\n  , e int NOT NULL -- c5\n);"
+    )
+    assert block(text, "t") == (
+        "CREATE TABLE t (\n  a INTEGER NOT NULL, -- c1\n  b INTEGER DEFAULT 0 CHECK (b > 0), -- c2\n"
+        "  c INTEGER REFERENCES t(a), -- c3\n  e INTEGER NOT NULL -- c5\n);\n"
+    )
+    assert normalize_ddl(text).text == text
+    mysql = norm("CREATE TABLE t (a int COMMENT 'multi\nline', -- more\n  b int);", "mysql")
+    assert column_line(mysql, "t", "a") == "a INTEGER, -- multi line; more"

@@ -315,13 +315,16 @@ class _Builder:
         )
         if column.dtype is not None and column.dtype.this in _SERIALS:
             column.identity = True
-        comments = [c.strip() for c in (item.comments or []) if c and c.strip()]
+        # comments land on whichever node of the definition is nearest: gather them all, in order
+        comments = [
+            c.strip() for node in item.walk(bfs=False) for c in (node.comments or []) if c and c.strip()
+        ]
         for cons in item.args.get("constraints") or []:
             kind = cons.args.get("kind") if isinstance(cons, exp.ColumnConstraint) else cons
             self.column_constraint(stmt, table, column, kind, cons)
         if column.comment:
             comments.insert(0, column.comment)
-        column.comment = " ".join(" ".join(comments).split()) or None
+        column.comment = "; ".join(dict.fromkeys(" ".join(c.split()) for c in comments)) or None
         if dtype is None and column.computed is not None:
             raise self.error_at(f"computed column {column.name!r} has no declared type", stmt, ident)
         if column.dtype is not None and column.dtype.this == exp.DataType.Type.USERDEFINED:
