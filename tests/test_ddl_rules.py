@@ -454,3 +454,13 @@ def test_rule8_comments_anywhere_in_a_column_definition_are_gathered_once():
     assert normalize_ddl(text).text == text
     mysql = norm("CREATE TABLE t (a int COMMENT 'multi\nline', -- more\n  b int);", "mysql")
     assert column_line(mysql, "t", "a") == "a INTEGER, -- multi line; more"
+
+
+def test_identifier_policy_in_place_on_request():
+    import sqlglot
+
+    from hive_data.ddl import apply_identifier_policy
+
+    tree = sqlglot.parse_one('SELECT "a", "select" FROM "T"', read="postgres")
+    assert apply_identifier_policy(tree, "postgres", copy=False) is tree
+    assert tree.sql(dialect="postgres") == 'SELECT a, "select" FROM T'

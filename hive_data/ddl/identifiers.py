@@ -4,6 +4,7 @@ when two names of one table differ only in case and would otherwise fold togethe
 
 from __future__ import annotations
 
+import functools
 import re
 
 from sqlglot import exp
@@ -50,6 +51,7 @@ RESERVED: dict[str, frozenset[str]] = {
 }
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def needs_quotes(name: str, dialect: str) -> bool:
     """Whether `name` must be quoted for `dialect` to read it back as the same identifier."""
     if not _PLAIN.match(name):
@@ -62,10 +64,12 @@ def quote(name: str, dialect: str, force: bool = False) -> str:
     return exp.to_identifier(name, quoted=force or needs_quotes(name, dialect)).sql(dialect=dialect)
 
 
-def apply_identifier_policy(expression: exp.Expr, dialect: str) -> exp.Expr:
-    """Return a copy of `expression` whose identifiers are quoted exactly when `dialect` needs it,
-    so SQL printed from it agrees with schemas in the canonical format."""
-    expression = expression.copy()
+def apply_identifier_policy(expression: exp.Expr, dialect: str, copy: bool = True) -> exp.Expr:
+    """Return `expression` with identifiers quoted exactly when `dialect` needs it, so SQL printed
+    from it agrees with schemas in the canonical format. `copy=False` rewrites the tree in place
+    (for callers that own a fresh parse and want to skip the deep copy)."""
+    if copy:
+        expression = expression.copy()
     for ident in expression.find_all(exp.Identifier):
         if ident.this != "*":
             ident.set("quoted", needs_quotes(ident.this, dialect))
