@@ -155,7 +155,7 @@ def field_columns(
     """canonical field -> the column that holds it in rows with these columns."""
     if fmt not in FIELDS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    mapping = dict(mapping or {})
+    mapping = parse_mapping(mapping)
     _check_mapping(fmt, mapping)
     cols = set(columns)
     return {field: _column_for(fmt, field, cols, mapping) for field in FIELDS[fmt]}

@@ -276,3 +276,12 @@ def test_missing_and_malformed_messages():
     # messages stored as a JSON string (common in parquet/csv exports)
     msgs = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
     assert row_to_messages({"messages": json.dumps(msgs)}, "messages") == msgs
+
+
+def test_mapping_given_as_text_to_row_to_messages():
+    row = {"q": "How many?", "gold": "SELECT 1"}
+    msgs = row_to_messages(row, "spider", "question=q,answer=gold")
+    assert msgs[1:] == [
+        {"role": "user", "content": "How many?"},
+        {"role": "assistant", "content": "SELECT 1"},
+    ]
