@@ -150,7 +150,7 @@ def _column_for(fmt: str, field: str, cols: set[str] | Mapping, mapping: Mapping
 
 
 def field_columns(
-    fmt: str, columns: Iterable[str], mapping: Mapping[str, str] | None = None
+    fmt: str, columns: Iterable[str], mapping: Mapping[str, str] | str | None = None
 ) -> dict[str, str]:
     """canonical field -> the column that holds it in rows with these columns."""
     if fmt not in FIELDS:
