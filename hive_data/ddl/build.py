@@ -138,7 +138,6 @@ def build_schema(
                 ) from err
     finally:
         log.setLevel(level)
-    b.finish()
     return b.out
 
 
@@ -567,9 +566,6 @@ class _Builder:
             elif isinstance(kind, exp.NotNullColumnConstraint) and not kind.args.get("allow_null"):
                 not_null = True
         self.domains[_bare(m.group(1))] = (col.args["kind"], checks, not_null)
-
-    def finish(self) -> None:
-        pass
 
 
 def _schema_body(stmt: Statement, m: re.Match) -> list[Statement]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 from hive_data.ddl.identifiers import apply_identifier_policy, colliding, quote
-from hive_data.ddl.model import Column, ForeignKey, QualifiedName, Schema, Table
+from hive_data.ddl.model import ForeignKey, QualifiedName, Schema, Table
 
 
 def print_schema(schema: Schema, target: str) -> str:
@@ -115,6 +115,3 @@ def _references(fk: ForeignKey, target: str, own_quote, tq) -> str:
 
 def _expr(node: exp.Expr, target: str) -> str:
     return apply_identifier_policy(node, target).sql(dialect=target, comments=False)
-
-
-__all__ = ["print_schema", "print_table", "Column"]
