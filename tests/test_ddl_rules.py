@@ -464,3 +464,18 @@ def test_identifier_policy_in_place_on_request():
     tree = sqlglot.parse_one('SELECT "a", "select" FROM "T"', read="postgres")
     assert apply_identifier_policy(tree, "postgres", copy=False) is tree
     assert tree.sql(dialect="postgres") == 'SELECT a, "select" FROM T'
+
+
+def test_rule5_case_collisions_are_quoted_in_references_and_checks_too(pg_conn):
+    text = norm(
+        'CREATE TABLE "P" ("Id" int UNIQUE, "id" int PRIMARY KEY);\n'
+        'CREATE TABLE c (a int REFERENCES "P"("Id"), "B" int, "b" int, CHECK ("B" > "b"));'
+    )
+    assert column_line(text, "c", "a") == 'a INTEGER REFERENCES P("Id"),'
+    assert block(text, "c").endswith('  CHECK ("B" > "b")\n);\n')
+    pg_conn.execute(text)
+    fk = pg_conn.execute(
+        "SELECT a.attname FROM pg_constraint con JOIN pg_attribute a ON a.attrelid = con.confrelid "
+        "AND a.attnum = con.confkey[1] WHERE con.contype = 'f' AND con.conrelid = 'c'::regclass"
+    ).fetchone()[0]
+    assert fk == "Id"

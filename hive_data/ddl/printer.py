@@ -23,35 +23,51 @@ from hive_data.ddl.model import ForeignKey, QualifiedName, Schema, Table
 
 def print_schema(schema: Schema, target: str) -> str:
     """The canonical text of a schema (ending with a newline)."""
-    table_names = colliding([t.name.name for t in schema.tables])
-    blocks = [print_table(t, target, table_names) for t in schema.tables]
+    names = _Names(schema, target)
+    blocks = [print_table(t, target, names) for t in schema.tables]
     deferred = []
     for table in schema.tables:
-        forced = colliding([c.name for c in table.columns])
         for fk in table.foreign_keys:
             if fk.deferred:
-                cols = ", ".join(quote(c, target, force=c in forced) for c in fk.columns)
-                ref = _references(fk, target, None, lambda n: _table_name(n, target, table_names))
-                name = _table_name(table.name, target, table_names)
-                deferred.append(f"ALTER TABLE {name} ADD FOREIGN KEY ({cols}) {ref};")
+                cols = ", ".join(names.column(table.name, c) for c in fk.columns)
+                ref = _references(fk, names)
+                deferred.append(f"ALTER TABLE {names.table(table.name)} ADD FOREIGN KEY ({cols}) {ref};")
     if deferred:
         blocks.append("-- Foreign keys closing a cycle\n" + "\n".join(deferred) + "\n")
     return f"-- Dialect: {target}\n" + "\n".join(blocks)
 
 
-def _table_name(name: QualifiedName, target: str, colliding_tables) -> str:
-    out = quote(name.name, target, force=name.name in colliding_tables)
-    return f"{quote(name.schema, target)}.{out}" if name.schema else out
+class _Names:
+    """Quoting for one schema: the policy, plus forced quotes for names that differ only in case
+    (tables among tables, columns within their table) so the target keeps them apart."""
+
+    def __init__(self, schema: Schema, target: str):
+        self.target = target
+        self.tables = colliding([t.name.name for t in schema.tables])
+        self.columns = {t.name: colliding([c.name for c in t.columns]) for t in schema.tables}
+
+    def table(self, name: QualifiedName) -> str:
+        out = quote(name.name, self.target, force=name.name in self.tables)
+        return f"{quote(name.schema, self.target)}.{out}" if name.schema else out
+
+    def column(self, table: QualifiedName, name: str) -> str:
+        return quote(name, self.target, force=name in self.columns.get(table, ()))
+
+    def expr(self, node: exp.Expr, table: QualifiedName) -> str:
+        node = apply_identifier_policy(node, self.target)
+        forced = self.columns.get(table, ())
+        for ident in node.find_all(exp.Identifier):
+            if ident.this in forced:
+                ident.set("quoted", True)
+        return node.sql(dialect=self.target, comments=False)
 
 
-def print_table(table: Table, target: str, colliding_tables: set[str] = frozenset()) -> str:
-    forced = colliding([c.name for c in table.columns])
+def print_table(table: Table, target: str, names: _Names | None = None) -> str:
+    """One table's `-- Table:` block."""
+    names = names or _Names(Schema([table]), target)
 
     def q(name: str) -> str:
-        return quote(name, target, force=name in forced)
-
-    def tq(name: QualifiedName) -> str:
-        return _table_name(name, target, colliding_tables)
+        return names.column(table.name, name)
 
     inline_fk: dict[str, ForeignKey] = {}
     table_fks: list[ForeignKey] = []
@@ -76,14 +92,14 @@ def print_table(table: Table, target: str, colliding_tables: set[str] = frozense
         if column.unique and column.name != single_pk:
             parts.append("UNIQUE")
         if column.default is not None:
-            parts.append("DEFAULT " + _expr(column.default, target))
+            parts.append("DEFAULT " + names.expr(column.default, table.name))
         if column.computed is not None:
-            parts.append(f"GENERATED ALWAYS AS ({_expr(column.computed, target)}) STORED")
+            parts.append(f"GENERATED ALWAYS AS ({names.expr(column.computed, table.name)}) STORED")
         for check in column.checks:
-            parts.append(f"CHECK ({_expr(check, target)})")
+            parts.append(f"CHECK ({names.expr(check, table.name)})")
         fk = inline_fk.get(column.name)
         if fk is not None:
-            parts.append(_references(fk, target, q if fk.ref_table == table.name else None, tq))
+            parts.append(_references(fk, names))
         lines.append((" ".join(parts), column.comment))
     if len(table.primary_key) > 1:
         lines.append((f"PRIMARY KEY ({', '.join(q(c) for c in table.primary_key)})", None))
@@ -91,11 +107,11 @@ def print_table(table: Table, target: str, colliding_tables: set[str] = frozense
         lines.append((f"UNIQUE ({', '.join(q(c) for c in cols)})", None))
     for fk in table_fks:
         head = f"FOREIGN KEY ({', '.join(q(c) for c in fk.columns)}) "
-        lines.append((head + _references(fk, target, q if fk.ref_table == table.name else None, tq), None))
+        lines.append((head + _references(fk, names), None))
     for check in table.checks:
-        lines.append((f"CHECK ({_expr(check, target)})", None))
+        lines.append((f"CHECK ({names.expr(check, table.name)})", None))
 
-    out = [f"-- Table: {table.name}", f"CREATE TABLE {tq(table.name)} ("]
+    out = [f"-- Table: {table.name}", f"CREATE TABLE {names.table(table.name)} ("]
     for i, (text, comment) in enumerate(lines):
         comma = "," if i < len(lines) - 1 else ""
         out.append(f"  {text}{comma}" + (f" -- {comment}" if comment else ""))
@@ -103,15 +119,9 @@ def print_table(table: Table, target: str, colliding_tables: set[str] = frozense
     return "\n".join(out) + "\n"
 
 
-def _references(fk: ForeignKey, target: str, own_quote, tq) -> str:
-    from hive_data.ddl.identifiers import quote as plain
-
-    qc = own_quote or (lambda n: plain(n, target))
-    text = f"REFERENCES {tq(fk.ref_table)}({', '.join(qc(c) for c in fk.ref_columns)})"
+def _references(fk: ForeignKey, names: _Names) -> str:
+    cols = ", ".join(names.column(fk.ref_table, c) for c in fk.ref_columns)
+    text = f"REFERENCES {names.table(fk.ref_table)}({cols})"
     for option in fk.options:
         text += " " + option
     return text
-
-
-def _expr(node: exp.Expr, target: str) -> str:
-    return apply_identifier_policy(node, target).sql(dialect=target, comments=False)
