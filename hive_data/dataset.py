@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import sys
 import time
 from collections import Counter, deque
@@ -126,6 +127,12 @@ _STATE: dict = {}
 def _init_worker(cfg: NormalizeConfig, pg_uri: str | None) -> None:
     _STATE.clear()
     _STATE.update(cfg=cfg, pg_uri=pg_uri, schemas={}, schema_files={}, verifier=None)
+
+
+def _init_subprocess(cfg: NormalizeConfig, pg_uri: str | None) -> None:
+    # Ctrl-C goes to the whole process group; the parent alone handles it and shuts the pool down
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(cfg, pg_uri)
 
 
 def _verifier():
@@ -403,9 +410,12 @@ def _results(batches: Iterator[list[tuple]], cfg: NormalizeConfig, pg_uri: str |
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(procs, mp_context=ctx, initializer=_init_worker, initargs=(cfg, pg_uri)) as pool:
+    ctx = multiprocessing.get_context("spawn")  # no fork of a parent holding threads (tqdm) and sockets
+    with ProcessPoolExecutor(
+        procs, mp_context=ctx, initializer=_init_subprocess, initargs=(cfg, pg_uri)
+    ) as pool:
         pending: deque = deque()
         try:
             for batch in batches:
@@ -416,6 +426,8 @@ def _results(batches: Iterator[list[tuple]], cfg: NormalizeConfig, pg_uri: str |
             while pending:
                 n, fut = pending.popleft()
                 yield n, fut.result()
+        except BrokenProcessPool:
+            raise HiveError("a worker process died (out of memory or killed); nothing was written") from None
         except BaseException:
             for _, fut in pending:
                 fut.cancel()
@@ -437,7 +449,8 @@ def normalize_dataset(
 ) -> Summary:
     """Normalize a dataset (file, directory or hub id) into `output` (`.jsonl` or `.parquet`).
 
-    Options are the fields of `NormalizeConfig` (as keywords or a config). Writes the output and the
+    Options are the fields of `NormalizeConfig` (as keywords or a config). With `num_proc` > 1 the
+    workers are spawned processes, so a script calling this needs the `if __name__ == "__main__":` guard. Writes the output and the
     rejects file (`<output stem>.rejects.jsonl` unless `rejects=`) atomically and returns the summary.
     Raises `ConfigError` for bad options, `RecordError` for an unreadable source (missing, empty,
     unknown format), and with `strict=True` a `RecordError` after writing when any row was rejected.
