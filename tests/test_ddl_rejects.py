@@ -170,6 +170,22 @@ CASES = [
         1,
         "not in the input",
     ),
+    (
+        "alter drop column",
+        "postgres",
+        "CREATE TABLE t (a int, b int);\nALTER TABLE t DROP COLUMN b;",
+        "ALTER",
+        1,
+        "unsupported ALTER TABLE action",
+    ),
+    (
+        "alter rename",
+        "postgres",
+        "CREATE TABLE t (a int);\nALTER TABLE t RENAME TO u;",
+        "ALTER",
+        1,
+        "unsupported ALTER TABLE action",
+    ),
     ("unterminated string", "postgres", "CREATE TABLE t (a text DEFAULT 'x);", "CREATE", 1, "tokenize"),
 ]
 
