@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import click
@@ -108,6 +109,8 @@ def main(shards, output, config_path, resume, overwrite, stop_after, verify, qui
     from hive_train.recipe import resolve_config
 
     warnings.filterwarnings("ignore", category=FutureWarning)
+    # bitsandbytes logs at import that an optional CPU kernel package is absent: noise for users
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     flags = {RENAMES.get(k, k): v for k, v in options.items() if v is not None}
     free = _free_gib() if flags.get("vram") == "auto" else None
     cfg, notes = resolve_config(config_path, flags, free_gib=free)

@@ -34,6 +34,7 @@ from hive_train.metrics import MetricsLog, peak_flops, peak_memory_gb, read_metr
 from hive_train.model import (
     check_fit,
     compute_dtype,
+    has_tokenizer_files,
     load_model,
     load_tokenizer,
     read_model_info,
@@ -431,20 +432,30 @@ def train(
 
 
 def _find_tokenizer(cfg: TrainConfig, tok_meta: dict):
-    """`--tokenizer`, else the one the shards name, else the model's own (its content is checked
-    against the manifest either way). The manifest may name a path relative to where pack ran."""
+    """`--tokenizer`; else the one the shards name when it is a local directory; else the model's
+    own directory; else the named one as a hub id. Whichever it is, its vocabulary, special ids and
+    content are then checked against the manifest. (The manifest may name a path relative to
+    where `pack` ran, which does not resolve from here.)"""
     if cfg.tokenizer:
         return cfg.tokenizer, load_tokenizer(cfg.tokenizer)
     named = tok_meta.get("name_or_path")
-    if named:
+    candidates = []
+    if named and Path(named).is_dir():
+        candidates.append(named)
+    if has_tokenizer_files(cfg.model):
+        candidates.append(cfg.model)
+    for name in (named, cfg.model):
+        if name and not Path(name).exists() and not name.startswith((".", "/")) and name.count("/") <= 1:
+            candidates.append(name)  # a hub id
+    for source in dict.fromkeys(candidates):
         try:
-            return named, load_tokenizer(named)
-        except TrainError as first:
-            try:
-                return cfg.model, load_tokenizer(cfg.model)
-            except TrainError:
-                raise first from None
-    return cfg.model, load_tokenizer(cfg.model)
+            return source, load_tokenizer(source)
+        except TrainError:
+            continue
+    raise TrainError(
+        f"cannot find the tokenizer the shards were packed with ({named or '?'}); pass --tokenizer",
+        file=str(cfg.model),
+    )
 
 
 def _cursor(schedule, done: int) -> dict:

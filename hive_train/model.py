@@ -140,9 +140,18 @@ def tokenizer_sha256(tokenizer) -> str | None:
     return tokenizer_info(tokenizer).get("sha256")
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def has_tokenizer_files(source: str) -> bool:
+    return Path(source).is_dir() and any((Path(source) / name).is_file() for name in TOKENIZER_FILES)
+
+
 def load_tokenizer(source: str):
     from transformers import AutoTokenizer
 
+    if Path(source).is_dir() and not has_tokenizer_files(source):
+        raise TrainError("no tokenizer files in this directory", file=source)
     try:
         return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError, TypeError) as err:
