@@ -208,7 +208,10 @@ def _policy_sql(stmt: str, dialect: str) -> str:
 
     from hive_data.ddl import apply_identifier_policy
 
-    return apply_identifier_policy(sqlglot.parse_one(stmt, read=dialect), dialect).sql(dialect=dialect)
+    try:
+        return apply_identifier_policy(sqlglot.parse_one(stmt, read=dialect), dialect).sql(dialect=dialect)
+    except sqlglot.errors.SqlglotError:
+        return stmt  # as the normalizer printed it; EXPLAIN mode still checks that it executes
 
 
 _SAFE_KEY = re.compile(r"^[\w.\- ]+$")
@@ -254,7 +257,7 @@ def _question_key(text: str) -> str:
     return " ".join(text.split())
 
 
-def _sql_row(data: dict, fmt: str, source: str, row: int) -> tuple[dict, bytes, Counter]:
+def _sql_row(data: dict, fmt: str, source: str, row: int) -> tuple[dict, bytes, tuple[Counter, bytes] | None]:
     cfg: NormalizeConfig = _STATE["cfg"]
     try:
         fields = get_fields(data, fmt, cfg.mapping)
