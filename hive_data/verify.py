@@ -30,6 +30,14 @@ from hive_data.errors import SQLError
 
 EXPLAINABLE = (exp.Select, exp.SetOperation, exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Values)
 VERIFY_LEVELS = ("parse", "explain")
+_BARE = (
+    exp.Condition,
+    exp.Alias,
+    exp.Identifier,
+    exp.Tuple,
+    exp.Paren,
+    exp.Star,
+)  # expressions, not statements
 
 # sqlglot logs a warning for every statement it falls back to `Command` on; we report those ourselves.
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
@@ -90,6 +98,9 @@ def parse_statement(sql: str, dialect: str, what: str = "does not parse") -> exp
     if len(statements) > 1:
         raise SQLError(f"answer holds {len(statements)} statements, expected one")
     stmt = statements[0]
+    if isinstance(stmt, _BARE):  # sqlglot reads `SELEC a` as the column SELEC aliased a
+        first = sql.split(None, 1)[0]
+        raise SQLError(f"{what} as {dialect}: not a statement (starts with {first!r}; a misspelled keyword?)")
     if isinstance(stmt, exp.Command):
         head = stmt.name or str(stmt.this)
         raise SQLError(f"{what} as {dialect}: unsupported {head} syntax (sqlglot cannot read it)")

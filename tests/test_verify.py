@@ -221,3 +221,10 @@ def test_in_place_policy_matches_the_ddl_policy(sql):
     for dialect in ("postgres", "mysql", "sqlite"):
         expected = apply_identifier_policy(parse_statement(sql, "mysql"), dialect).sql(dialect=dialect)
         assert apply_policy_in_place(parse_statement(sql, "mysql"), dialect).sql(dialect=dialect) == expected
+
+
+@pytest.mark.parametrize("sql", ["SELEC name FROM t", "SELEC a", "name", "1 + 1", "x AS y"])
+def test_bare_expressions_are_not_answers(sql):
+    # sqlglot reads a lone expression happily (`SELEC a` is the column SELEC aliased a)
+    with pytest.raises(SQLError, match="not a statement|does not parse"):
+        transpile_answer(sql, "mysql", "postgres")
