@@ -66,15 +66,61 @@ def block_diagonal_mask(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
     return ((doc[:, None] == doc[None, :]) & (idx[:, None] >= idx[None, :]))[None, None]
 
 
-def flex_block_mask(cu_seqlens: torch.Tensor, total: int):
-    from torch.nn.attention.flex_attention import create_block_mask
+def flex_block_mask(cu_seqlens: torch.Tensor, total: int, block: int = 128):
+    """A document-causal FlexAttention `BlockMask`.
+
+    When the row is a whole number of blocks (always on CUDA, where rows are padded to one shape),
+    the block structure is derived from the document boundaries directly, at block granularity:
+    torch's `create_block_mask` would evaluate the mask for all T x T token pairs (gigabytes for a
+    32k-token row) to find the same thing.
+    """
+    from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 
     doc = document_ids(cu_seqlens, total)
 
     def document_causal(b, h, q, kv):
         return (doc[q] == doc[kv]) & (q >= kv)
 
-    return create_block_mask(document_causal, None, None, total, total, device=cu_seqlens.device)
+    if total % block:
+        return create_block_mask(document_causal, None, None, total, total, device=cu_seqlens.device)
+    partial, full = document_blocks(doc, block)
+    kv_num, kv_idx = _block_lists(partial)
+    full_num, full_idx = _block_lists(full)
+    return BlockMask.from_kv_blocks(
+        kv_num,
+        kv_idx,
+        full_num,
+        full_idx,
+        BLOCK_SIZE=block,
+        mask_mod=document_causal,
+        seq_lengths=(total, total),
+    )
+
+
+def document_blocks(doc: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(partial, full): (n, n) booleans over (query block, key block) for a document-causal mask.
+
+    Documents are contiguous and in order, so a block spans the documents from its first token's
+    to its last token's. A key block j <= i matters to query block i when it reaches i's first
+    document; it is full (no masking inside) when both blocks lie in one and the same document and
+    j < i; the diagonal and boundary blocks are partial.
+    """
+    n = doc.numel() // block
+    blocks = doc.view(n, block)
+    lo, hi = blocks[:, 0], blocks[:, -1]
+    q = torch.arange(n, device=doc.device)[:, None]
+    k = torch.arange(n, device=doc.device)[None, :]
+    reach = (k <= q) & (hi[None, :] >= lo[:, None])
+    single = lo == hi
+    full = (k < q) & single[:, None] & single[None, :] & (lo[:, None] == lo[None, :])
+    return reach & ~full, full
+
+
+def _block_lists(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """BlockMask's sparse form: per query block, how many key blocks and which (those first)."""
+    counts = blocks.sum(-1).to(torch.int32)
+    order = torch.argsort((~blocks).to(torch.int8), dim=-1, stable=True).to(torch.int32)
+    return counts[None, None], order[None, None]
 
 
 def attention_inputs(backend: str, cu_seqlens: torch.Tensor, max_len: int, total: int) -> dict:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from test_train_helpers import TINY_MODEL, make_documents, pack_rows
 
 from hive_data.shards import rows_to_batch
+from hive_train.attention import block_diagonal_mask
 from hive_train.config import TrainConfig
 from hive_train.data import RowTable, flatten
 from hive_train.loop import evaluate, forward_backward, micro_loss
@@ -104,10 +106,13 @@ def test_packed_row_equals_documents_one_by_one(model, table):
     assert abs(float(crossing) - float(alone)) > 1e-3
 
 
-def test_flex_backend_matches_sdpa(model, table):
-    mb = flatten(table, np.array([0, 1]))
+@pytest.mark.parametrize("pad_to", [None, 256])  # 256: the block-level mask built from boundaries
+def test_flex_backend_matches_sdpa(model, table, pad_to):
+    mb = flatten(table, np.array([0, 1, 2]), pad_to=pad_to)
+    assert pad_to is None or mb.length == pad_to
     with torch.no_grad():
-        with pytest.warns(UserWarning):  # eager FlexAttention on CPU warns that it is unfused
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # eager FlexAttention on CPU: "unfused implementation"
             flex = micro_loss(model, mb, "flex")
         sdpa = micro_loss(model, mb, "sdpa")
     torch.testing.assert_close(flex, sdpa, rtol=1e-5, atol=1e-5)
@@ -172,3 +177,30 @@ def test_padding_to_a_fixed_shape_changes_nothing(model, table):
     torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
     for name in ga:
         torch.testing.assert_close(gb[name], ga[name], rtol=1e-4, atol=1e-6, msg=name)  # summation order only
+
+
+@pytest.mark.parametrize("lengths", [[128, 128], [5, 300, 17, 190, 1, 127, 128], [40] * 12 + [32], [512]])
+def test_document_block_mask_matches_torch(lengths):
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    from hive_train.attention import document_ids, flex_block_mask
+
+    cu = torch.tensor(np.concatenate([[0], np.cumsum(lengths)]), dtype=torch.int32)
+    total = int(cu[-1])
+    assert total % 128 == 0
+    doc = document_ids(cu, total)
+    mine = flex_block_mask(cu, total)
+    ref = create_block_mask(
+        lambda b, h, q, kv: (doc[q] == doc[kv]) & (q >= kv), None, None, total, total, device="cpu"
+    )
+    assert torch.equal(mine.to_dense(), ref.to_dense())
+    assert torch.equal(mine.full_kv_num_blocks, ref.full_kv_num_blocks)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, h, total, 16, generator=g) for h in (4, 2, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # eager FlexAttention on CPU: "unfused implementation"
+        out = flex_attention(q, k, v, block_mask=mine, enable_gqa=True)
+    dense = torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=block_diagonal_mask(cu, total), enable_gqa=True
+    )
+    torch.testing.assert_close(out, dense, rtol=1e-5, atol=1e-5)
