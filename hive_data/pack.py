@@ -8,7 +8,8 @@ Stages (each a function or module of its own):
    numbers per row;
 3. drop overlong rows (or stop, with `overlong="error"`), remove exact duplicate conversations, split
    train/val by a hash of each conversation's content;
-4. pack each split with global best-fit-decreasing (`hive_data.packing`), rows in seeded order;
+4. pack each split globally (`hive_data.packing.pack_documents`: best-fit decreasing with exact-fit
+   and refinement passes), rows in seeded order;
 5. write shards (`hive_data.shards.ShardWriter`), `rejects.jsonl` and `manifest.json` into the
    staging directory and swap it in as the output (`hive_data.atomic.commit_dir`).
 
@@ -38,7 +39,7 @@ from hive_data import __version__
 from hive_data.atomic import commit_dir, new_staging_dir, remove_stale
 from hive_data.chat import LOSS_POLICIES, THINK_POLICIES, ChatRenderer, chat_template_sha256
 from hive_data.errors import ConfigError, HiveError, PackError, RecordError, ShardError
-from hive_data.packing import Packing, best_fit_decreasing, length_histogram, shuffle_rows
+from hive_data.packing import Packing, length_histogram, pack_documents, shuffle_rows
 from hive_data.shards import (
     FORMAT,
     FORMAT_VERSION,
@@ -517,7 +518,7 @@ def _build(inputs, staging: Path, config: PackConfig, renderer, tok_info, templa
             docs = np.flatnonzero(members)
             if len(docs) == 0:
                 continue
-            packing = shuffle_rows(best_fit_decreasing(lengths[docs], config.seq), config.seed)
+            packing = shuffle_rows(pack_documents(lengths[docs], config.seq), config.seed)
             shards.extend(_write_split(staging, split, docs, packing, lengths, ids, mask, config))
             split_totals[split] = {
                 "rows": int(len(docs)),

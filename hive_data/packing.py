@@ -1,16 +1,30 @@
-"""Global best-fit-decreasing packing of documents into rows of `seq` tokens.
+"""Global packing of documents into rows of `seq` tokens, over the whole dataset at once.
 
-Pure functions on numpy arrays of document lengths; no tokens are touched here.
+Pure functions on numpy arrays of document lengths; no tokens are touched here. `pack_documents` is
+what `hive-data pack` uses; it is best-fit decreasing plus two refinements, and keeps whichever
+result needs fewer rows:
 
-Best-fit decreasing: documents are taken longest first (ties by index, so the result depends only on
-the lengths), and each goes into the open row whose free space is the smallest that still fits it,
-or starts a new row. Rows are grouped by their free space (0..seq); a bit set over free-space values
-finds the smallest fitting one with one shift and one lowest-set-bit operation, so after the
-O(n log n) sort each document costs O(seq / 64) word operations, independent of n.
+- `best_fit_decreasing`: documents longest first (ties by index, so the result depends only on the
+  lengths), each into the open row whose free space is the smallest that still fits it. Rows are
+  grouped by free space (0..seq); a bit set over free-space values finds the smallest fitting one
+  with one shift and one lowest-set-bit operation, so after the O(n log n) sort each document costs
+  O(seq / 64) word operations.
+- `exact_fit_first`: longest first, each document opens a row that is completed *exactly* to `seq`
+  by one, two or three shorter documents when such a set exists (searched over the distinct length
+  values with vectorized lookups, O(seq) per row); documents without an exact completion are packed
+  by BFD afterwards. BFD alone leaves a gap in most rows that hold one long document (the gap is
+  smaller than any document left when it is reached); exact completion avoids that on datasets with
+  many long documents, such as text-to-SQL rows with large schemas.
+- `refine`: the emptiest rows are dissolved into a pool; every other row with free space takes a
+  pool document or swaps one of its documents for a longer pool document that still fits, which
+  moves tokens out of the pool; the rest of the pool is packed again. A few rounds.
+
+All of it is deterministic: same lengths and `seq`, same rows.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,3 +125,146 @@ def length_histogram(lengths: np.ndarray, seq: int, bins: int = 16) -> dict:
     edges = np.unique(np.linspace(0, seq, bins + 1).round().astype(np.int64))
     counts, _ = np.histogram(np.asarray(lengths, dtype=np.int64), bins=edges)
     return {"edges": edges.tolist(), "counts": counts.tolist()}
+
+
+def _from_rows(rows: list[list[int]], lengths: np.ndarray, seq: int) -> Packing:
+    counts = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    row_offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(counts, out=row_offsets[1:])
+    order = np.fromiter((d for r in rows for d in r), dtype=np.int64, count=int(row_offsets[-1]))
+    row_tokens = np.add.reduceat(lengths[order], row_offsets[:-1]) if len(rows) else np.zeros(0, np.int64)
+    return Packing(order=order, row_offsets=row_offsets, row_tokens=row_tokens.astype(np.int64), seq=seq)
+
+
+def _rows_of(packing: Packing) -> list[list[int]]:
+    order = packing.order.tolist()
+    offs = packing.row_offsets.tolist()
+    return [order[a:b] for a, b in zip(offs[:-1], offs[1:])]
+
+
+def _check(lengths, seq: int) -> np.ndarray:
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if len(lengths) and (lengths.min() < 1 or lengths.max() > seq):
+        raise ValueError(f"document lengths must be within 1..{seq}")
+    return lengths
+
+
+def _pair(count: np.ndarray, values: np.ndarray, target: int, taken: int = 0) -> tuple[int, int] | None:
+    """Two available lengths a >= b with a + b == target, the most balanced such pair (keeps the
+    shortest documents for later gaps); `taken` is a length already used by the caller."""
+    if target < 2:
+        return None
+    a = values[(target + 1) // 2 : target]
+    b = target - a
+    ca, cb = count[a], count[b]
+    if taken:
+        ca = ca - (a == taken)
+        cb = cb - (b == taken)
+    ok = (ca > 0) & (cb > 0) & ((a != b) | (ca >= 2))
+    hit = np.flatnonzero(ok)
+    if len(hit) == 0:
+        return None
+    k = hit[0]
+    return int(a[k]), int(b[k])
+
+
+def exact_fit_first(lengths, seq: int, triple_candidates: int = 4) -> Packing:
+    """Rows completed exactly to `seq` where one, two or three shorter documents allow it (see the
+    module doc); the documents left over are packed with BFD."""
+    lengths = _check(lengths, seq)
+    n = len(lengths)
+    count = np.bincount(lengths, minlength=seq + 1).astype(np.int64)
+    # per length value, its documents with the lowest index on top of the stack
+    by_len = np.lexsort((-np.arange(n), lengths))
+    bounds = np.searchsorted(lengths[by_len], np.arange(seq + 2))
+    stacks = [by_len[bounds[v] : bounds[v + 1]].tolist() for v in range(seq + 1)]
+    values = np.arange(seq + 1)
+    rows: list[list[int]] = []
+    deferred: list[int] = []
+    for v in range(seq, 0, -1):
+        while count[v] > 0:
+            doc = stacks[v].pop()
+            count[v] -= 1
+            gap = seq - v
+            found: tuple[int, ...] | None = () if gap == 0 else None
+            if found is None and count[gap] > 0:
+                found = (gap,)
+            if found is None:
+                found = _pair(count, values, gap)
+            if found is None and triple_candidates:
+                present = np.flatnonzero(count[1:gap] > 0) + 1
+                for first in present[::-1][:triple_candidates].tolist():
+                    rest = _pair(count, values, gap - first, taken=first)
+                    if rest is not None:
+                        found = (first, *rest)
+                        break
+            if found is None:
+                deferred.append(doc)
+                continue
+            row = [doc]
+            for size in found:
+                row.append(stacks[size].pop())
+                count[size] -= 1
+            rows.append(row)
+    if deferred:
+        rest = np.asarray(deferred, dtype=np.int64)
+        bfd = best_fit_decreasing(lengths[rest], seq)
+        rows += [rest[r].tolist() for r in _rows_of(bfd)]
+    return _from_rows(rows, lengths, seq)
+
+
+def refine(lengths, packing: Packing, rounds: int = 3, dissolve: float = 0.01) -> Packing:
+    """Move tokens out of the emptiest rows into the gaps of the others (see the module doc). Never
+    returns more rows than it was given."""
+    lengths = _check(lengths, packing.seq)
+    seq = packing.seq
+    rows = _rows_of(packing)
+    for _ in range(rounds):
+        used = [int(lengths[r].sum()) for r in rows]
+        emptiest = sorted(range(len(rows)), key=lambda i: (used[i], i))[: max(1, int(len(rows) * dissolve))]
+        gone = set(emptiest)
+        pool = sorted((int(lengths[d]), d) for i in emptiest for d in rows[i])
+        keep = [i for i in range(len(rows)) if i not in gone]
+        for i in keep:
+            row, gap = rows[i], seq - used[i]
+            while gap > 0 and pool:
+                # best move: insert a pool document, or swap one out for a longer one; the largest gain
+                j = bisect.bisect_right(pool, (gap, 1 << 62)) - 1
+                best = (pool[j][0], -1, j) if j >= 0 else None
+                for pos, doc in enumerate(row):
+                    size = int(lengths[doc])
+                    j = bisect.bisect_right(pool, (size + gap, 1 << 62)) - 1
+                    if j >= 0 and pool[j][0] > size and (best is None or pool[j][0] - size > best[0]):
+                        best = (pool[j][0] - size, pos, j)
+                if best is None:
+                    break
+                gain, pos, j = best
+                _, incoming = pool.pop(j)
+                if pos < 0:
+                    row.append(incoming)
+                else:
+                    outgoing = row[pos]
+                    row[pos] = incoming
+                    bisect.insort(pool, (int(lengths[outgoing]), outgoing))
+                gap -= gain
+                used[i] += gain
+        rest = np.asarray([d for _, d in pool], dtype=np.int64)
+        again = (
+            [rest[r].tolist() for r in _rows_of(best_fit_decreasing(lengths[rest], seq))] if len(rest) else []
+        )
+        candidate = [rows[i] for i in keep] + again
+        if len(candidate) > len(rows):
+            break
+        rows = candidate
+    return _from_rows(rows, lengths, seq)
+
+
+def pack_documents(lengths, seq: int) -> Packing:
+    """The packing `hive-data pack` uses: refined BFD or refined exact-fit-first, whichever needs fewer
+    rows (BFD on a tie). Deterministic; rows come out in no meaningful order (see `shuffle_rows`)."""
+    lengths = _check(lengths, seq)
+    if len(lengths) == 0:
+        return best_fit_decreasing(lengths, seq)
+    bfd = refine(lengths, best_fit_decreasing(lengths, seq))
+    exact = refine(lengths, exact_fit_first(lengths, seq))
+    return exact if exact.rows < bfd.rows else bfd

@@ -7,7 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hive_data.packing import best_fit_decreasing, length_histogram, shuffle_rows
+from hive_data.packing import (
+    best_fit_decreasing,
+    exact_fit_first,
+    length_histogram,
+    pack_documents,
+    refine,
+    shuffle_rows,
+)
 
 
 def reference_bfd(lengths, seq):
@@ -100,3 +107,43 @@ def test_length_histogram_counts_every_document():
     hist = length_histogram(lengths, 2048, bins=8)
     assert sum(hist["counts"]) == len(lengths)
     assert hist["edges"][0] == 0 and hist["edges"][-1] == 2048
+
+
+def long_schema_mix(n: int, seed: int) -> np.ndarray:
+    """Text-to-SQL-like lengths: most rows a few hundred tokens, one in seven with a schema filling
+    more than half a row (where BFD leaves a gap in most of those rows)."""
+    rng = np.random.default_rng(seed)
+    short = np.clip(rng.lognormal(np.log(420), 0.45, n), 160, 1024)
+    long = rng.integers(1025, 2049, n)
+    return np.where(rng.random(n) < 0.15, long, short).astype(np.int64)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pack_documents_fills_rows_with_long_documents(seed):
+    lengths = long_schema_mix(20_000, seed)
+    bfd = best_fit_decreasing(lengths, 2048)
+    packed = pack_documents(lengths, 2048)
+    check_valid(packed, lengths, 2048)
+    assert packed.fill >= 0.995 > bfd.fill
+    again = pack_documents(lengths, 2048)
+    assert packed.order.tolist() == again.order.tolist()
+    assert packed.row_offsets.tolist() == again.row_offsets.tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(1, 64), max_size=150), seq=st.integers(64, 100))
+def test_refinements_are_valid_and_never_worse_than_bfd(lengths, seq):
+    lengths = np.array(lengths, dtype=np.int64)
+    bfd = best_fit_decreasing(lengths, seq)
+    for packing in (exact_fit_first(lengths, seq), refine(lengths, bfd), pack_documents(lengths, seq)):
+        check_valid(packing, lengths, seq)
+    assert refine(lengths, bfd).rows <= bfd.rows
+    assert pack_documents(lengths, seq).rows <= bfd.rows
+
+
+def test_exact_fit_first_closes_rows_exactly():
+    # 8 + 2, 7 + 3, 6 + 3 + 1, 5 + 2 + 2 + 1: every row can be made exactly full
+    lengths = np.array([6, 3, 1, 5, 2, 2, 1, 7, 3, 8, 2])
+    packing = exact_fit_first(lengths, 10)
+    check_valid(packing, lengths, 10)
+    assert packing.rows == 4 and packing.fill == 1.0
