@@ -102,13 +102,14 @@ def micro_loss(model, batch: MicroBatch, backend: str) -> torch.Tensor:
 def forward_backward(model, batches: list[MicroBatch], backend: str, autocast) -> tuple[float, int]:
     """Accumulate the gradient of the mean loss over all loss tokens of `batches`; return (mean loss, tokens)."""
     denom = sum(b.loss_tokens for b in batches)
-    total = 0.0
+    total = None
     for batch in batches:
         with autocast():
             loss = micro_loss(model, batch, backend)
         (loss / max(denom, 1)).backward()
-        total += float(loss.detach())
-    return total / max(denom, 1), denom
+        # summed on the device: one host sync per step, not one per micro-batch
+        total = loss.detach().double() if total is None else total + loss.detach().double()
+    return float(total) / max(denom, 1), denom
 
 
 @torch.no_grad()
@@ -248,6 +249,8 @@ def train(
     if resume and resume_from is None:
         raise TrainError("nothing to resume: no complete checkpoint in the run directory", file=str(out))
     resolved = cfg.to_dict()
+    if resume_from is not None:  # before anything in the run directory is rewritten
+        _check_resume(checkpoint.read_state(resume_from), resolved, shards.manifest_sha256, resume_from)
     shards_info = {
         "path": str(Path(shards_dir).resolve()),
         "manifest_sha256": shards.manifest_sha256,
@@ -306,9 +309,7 @@ def train(
     start_step, tokens_seen = 0, 0
     last_good = None
     if resume_from is not None:
-        state = checkpoint.read_state(resume_from)
-        _check_resume(state, resolved, shards.manifest_sha256, resume_from)
-        checkpoint.load_checkpoint(resume_from, model, optimizer)
+        state = checkpoint.load_checkpoint(resume_from, model, optimizer)
         start_step, tokens_seen, last_good = state["step"], state["tokens"], resume_from
         log(f"resuming from {resume_from} (step {start_step} of {total_steps})")
     metrics = MetricsLog(out / "metrics.jsonl", resume_step=start_step if resume_from else None)

@@ -95,8 +95,10 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(full_run, shards, t
 def test_resume_refuses_a_changed_configuration(full_run, shards, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(full_run.run_dir, out)
+    before = (out / "config.yaml").read_bytes()
     with pytest.raises(TrainError, match="lr changed"):
         train(config(lr=1e-3), shards, out, resume=True, progress=False)
+    assert (out / "config.yaml").read_bytes() == before  # the refused run left the directory alone
 
 
 def test_half_written_checkpoints_are_never_picked(full_run, tmp_path):
