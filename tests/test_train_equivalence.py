@@ -28,9 +28,16 @@ from hive_train.model import load_model, trainable_state
 DEVICE = torch.device("cpu")
 
 
-def make_model(adapter: str = "dora"):
+def make_model(adapter: str = "dora", gradient_checkpointing: bool = False):
     torch.manual_seed(0)
-    cfg = TrainConfig(model=str(TINY_MODEL), adapter=adapter, rank=4, alpha=8, dropout=0.0)
+    cfg = TrainConfig(
+        model=str(TINY_MODEL),
+        adapter=adapter,
+        rank=4,
+        alpha=8,
+        dropout=0.0,
+        gradient_checkpointing=gradient_checkpointing,
+    )
     model = load_model(cfg, DEVICE, torch.float32)
     # peft starts B at zero (the adapter is a no-op); give it values so every adapter tensor
     # gets a gradient and the comparison covers the whole DoRA computation
@@ -204,3 +211,17 @@ def test_document_block_mask_matches_torch(lengths):
         q, k, v, attn_mask=block_diagonal_mask(cu, total), enable_gqa=True
     )
     torch.testing.assert_close(out, dense, rtol=1e-5, atol=1e-5)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(model, table):
+    """The small --vram tiers recompute activations; the gradients must not change."""
+    mb = flatten(table, np.array([0, 1]))
+    zero(model)
+    micro_loss(model, mb, "sdpa").backward()
+    plain = grads(model)
+    recomputing = make_model(gradient_checkpointing=True)
+    assert recomputing.get_base_model().is_gradient_checkpointing
+    micro_loss(recomputing, mb, "sdpa").backward()
+    again = grads(recomputing)
+    for name in plain:
+        torch.testing.assert_close(again[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)
