@@ -182,3 +182,8 @@ def test_oom_message_names_the_next_tier():
     assert "smallest --vram tier" in oom_message(3, "8")
     assert "try --vram 16" in oom_message(0, None, 16.0)  # no preset: suggest the tier that fits
     assert "before the first step" in oom_message(0, "80")
+
+
+def test_special_ids_beyond_the_model(shards, tmp_path):
+    edit_manifest(shards, lambda m: m["tokenizer"].update(eos_id=5000))
+    one_line_error(run(shards, "-o", tmp_path / "run", *BASE), "eos_id 5000", "4096 embeddings")
