@@ -183,9 +183,14 @@ def input_files(inputs: Sequence[str | os.PathLike]) -> list[dict]:
 
 def conversation_hash(messages: Sequence[Mapping]) -> bytes:
     """16-byte content hash of a conversation (roles, contents, reasoning): duplicates and the split."""
-    canon = [[m.get("role"), m.get("content"), m.get("reasoning_content")] for m in messages]
-    text = json.dumps(canon, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+    h = hashlib.blake2b(digest_size=16)
+    for m in messages:
+        # length-prefixed fields: no two different conversations feed the same bytes
+        for value in (m.get("role"), m.get("content"), m.get("reasoning_content")):
+            data = b"\xff" if value is None else str(value).encode("utf-8", "surrogatepass")
+            h.update(len(data).to_bytes(8, "little"))
+            h.update(data)
+    return h.digest()
 
 
 def val_mask(hashes: np.ndarray, val: float) -> np.ndarray:

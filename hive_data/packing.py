@@ -11,8 +11,8 @@ result needs fewer rows:
   O(seq / 64) word operations.
 - `exact_fit_first`: longest first, each document opens a row that is completed *exactly* to `seq`
   by one, two or three shorter documents when such a set exists (searched over the distinct length
-  values with vectorized lookups, O(seq) per row); documents without an exact completion are packed
-  by BFD afterwards. BFD alone leaves a gap in most rows that hold one long document (the gap is
+  values with bit-set lookups, O(seq / 64) word operations per row); documents without an exact
+  completion are packed by BFD afterwards. BFD alone leaves a gap in most rows that hold one long document (the gap is
   smaller than any document left when it is reached); exact completion avoids that on datasets with
   many long documents, such as text-to-SQL rows with large schemas.
 - `refine`: the emptiest rows are dissolved into a pool; every other row with free space takes a
@@ -149,23 +149,58 @@ def _check(lengths, seq: int) -> np.ndarray:
     return lengths
 
 
-def _pair(count: np.ndarray, values: np.ndarray, target: int, taken: int = 0) -> tuple[int, int] | None:
-    """Two available lengths a >= b with a + b == target, the most balanced such pair (keeps the
-    shortest documents for later gaps); `taken` is a length already used by the caller."""
-    if target < 2:
-        return None
-    a = values[(target + 1) // 2 : target]
-    b = target - a
-    ca, cb = count[a], count[b]
-    if taken:
-        ca = ca - (a == taken)
-        cb = cb - (b == taken)
-    ok = (ca > 0) & (cb > 0) & ((a != b) | (ca >= 2))
-    hit = np.flatnonzero(ok)
-    if len(hit) == 0:
-        return None
-    k = hit[0]
-    return int(a[k]), int(b[k])
+class _Available:
+    """Multiset of document lengths 0..seq with O(seq / 64) lookups: bit v of `fwd` is set while some
+    document of length v is left, bit (seq - v) of `rev` likewise, so the lengths a with a partner
+    b = t - a are the set bits of `fwd & (rev >> (seq - t))`."""
+
+    def __init__(self, lengths: np.ndarray, seq: int):
+        self.seq = seq
+        self.count = np.bincount(lengths, minlength=seq + 1).astype(np.int64).tolist()
+        self.fwd = self.rev = 0
+        for v, c in enumerate(self.count):
+            if c:
+                self.fwd |= 1 << v
+                self.rev |= 1 << (seq - v)
+
+    def take(self, v: int) -> None:
+        self.count[v] -= 1
+        if self.count[v] == 0:
+            self.fwd ^= 1 << v
+            self.rev ^= 1 << (self.seq - v)
+
+    def put(self, v: int) -> None:
+        if self.count[v] == 0:
+            self.fwd |= 1 << v
+            self.rev |= 1 << (self.seq - v)
+        self.count[v] += 1
+
+    def pair(self, target: int) -> tuple[int, int] | None:
+        """Two lengths a >= b >= 1 left with a + b == target, the most balanced such pair (keeps the
+        shortest documents for later gaps)."""
+        if target < 2:
+            return None
+        half = (target + 1) // 2
+        if target % 2 == 0 and self.count[target // 2] >= 2:
+            return target // 2, target // 2
+        # a in [half', target - 1] with a partner; a == target / 2 was handled above
+        lo = half + (1 if target % 2 == 0 else 0)
+        both = (self.fwd & (self.rev >> (self.seq - target))) >> lo
+        both &= (1 << max(0, target - lo)) - 1
+        if not both:
+            return None
+        a = lo + (both & -both).bit_length() - 1
+        return a, target - a
+
+    def largest_below(self, limit: int, k: int) -> list[int]:
+        """Up to k distinct lengths left in 1..limit-1, longest first."""
+        bits = self.fwd & ((1 << limit) - 2)
+        out = []
+        while bits and len(out) < k:
+            v = bits.bit_length() - 1
+            out.append(v)
+            bits ^= 1 << v
+        return out
 
 
 def exact_fit_first(lengths, seq: int, triple_candidates: int = 4) -> Packing:
@@ -173,28 +208,28 @@ def exact_fit_first(lengths, seq: int, triple_candidates: int = 4) -> Packing:
     module doc); the documents left over are packed with BFD."""
     lengths = _check(lengths, seq)
     n = len(lengths)
-    count = np.bincount(lengths, minlength=seq + 1).astype(np.int64)
+    avail = _Available(lengths, seq)
     # per length value, its documents with the lowest index on top of the stack
     by_len = np.lexsort((-np.arange(n), lengths))
     bounds = np.searchsorted(lengths[by_len], np.arange(seq + 2))
     stacks = [by_len[bounds[v] : bounds[v + 1]].tolist() for v in range(seq + 1)]
-    values = np.arange(seq + 1)
     rows: list[list[int]] = []
     deferred: list[int] = []
     for v in range(seq, 0, -1):
-        while count[v] > 0:
+        while avail.count[v] > 0:
             doc = stacks[v].pop()
-            count[v] -= 1
+            avail.take(v)
             gap = seq - v
             found: tuple[int, ...] | None = () if gap == 0 else None
-            if found is None and count[gap] > 0:
+            if found is None and avail.count[gap] > 0:
                 found = (gap,)
             if found is None:
-                found = _pair(count, values, gap)
+                found = avail.pair(gap)
             if found is None and triple_candidates:
-                present = np.flatnonzero(count[1:gap] > 0) + 1
-                for first in present[::-1][:triple_candidates].tolist():
-                    rest = _pair(count, values, gap - first, taken=first)
+                for first in avail.largest_below(gap, triple_candidates):
+                    avail.take(first)
+                    rest = avail.pair(gap - first)
+                    avail.put(first)
                     if rest is not None:
                         found = (first, *rest)
                         break
@@ -204,7 +239,7 @@ def exact_fit_first(lengths, seq: int, triple_candidates: int = 4) -> Packing:
             row = [doc]
             for size in found:
                 row.append(stacks[size].pop())
-                count[size] -= 1
+                avail.take(size)
             rows.append(row)
     if deferred:
         rest = np.asarray(deferred, dtype=np.int64)
