@@ -285,3 +285,14 @@ def test_mapping_given_as_text_to_row_to_messages():
         {"role": "user", "content": "How many?"},
         {"role": "assistant", "content": "SELECT 1"},
     ]
+
+
+def test_hub_ids():
+    from hive_data.records import parse_hub_id
+
+    assert parse_hub_id("gretelai/synthetic_text_to_sql") == ("gretelai/synthetic_text_to_sql", None, None)
+    assert parse_hub_id("b-mc2/sql-create-context:train") == ("b-mc2/sql-create-context", "train", None)
+    assert parse_hub_id("org/name:validation:en") == ("org/name", "validation", "en")
+    assert parse_hub_id("org/name::en") == ("org/name", None, "en")
+    with pytest.raises(RecordError, match="no such file or directory, and not a hub id"):
+        read_all("not a/hub id here")
