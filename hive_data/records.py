@@ -258,9 +258,10 @@ def _as_messages(value, name: str) -> list[dict]:
             raise RecordError(
                 f"{name}[{i}] is {type(msg).__name__}, expected an object with role and content"
             )
-        if "role" in msg:
+        # parquet unifies role/content and from/value structs, leaving the unused pair null
+        if msg.get("role") is not None:
             role, content = msg.get("role"), msg.get("content")
-        elif "from" in msg:
+        elif msg.get("from") is not None:
             role, content = SHAREGPT_ROLES.get(str(msg.get("from")), msg.get("from")), msg.get("value")
         else:
             raise RecordError(f"{name}[{i}] has no 'role'")

@@ -296,3 +296,10 @@ def test_hub_ids():
     assert parse_hub_id("org/name::en") == ("org/name", None, "en")
     with pytest.raises(RecordError, match="no such file or directory, and not a hub id"):
         read_all("not a/hub id here")
+
+
+def test_messages_survive_a_parquet_round_trip(ds, tmp_path):
+    rows = [json.loads(line) for line in (ds / "messages.jsonl").read_text().splitlines()]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "m.parquet")  # structs gain null from/value keys
+    got = [row_to_messages(r.data, r.fmt) for r in read_all(tmp_path / "m.parquet")]
+    assert got == [row_to_messages(r, "messages") for r in rows]
