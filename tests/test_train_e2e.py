@@ -26,7 +26,20 @@ def test_pack_then_train_on_fixtures(tmp_path):
             fh.write(json.dumps({"messages": messages}) + "\n")
     shards = tmp_path / "shards"
     packed = CliRunner().invoke(
-        hive_data, ["pack", str(rows), "-o", str(shards), "--tokenizer", str(TOKENIZER), "--seq", "256", "--val", "0.1", "-q"]
+        hive_data,
+        [
+            "pack",
+            str(rows),
+            "-o",
+            str(shards),
+            "--tokenizer",
+            str(TOKENIZER),
+            "--seq",
+            "256",
+            "--val",
+            "0.1",
+            "-q",
+        ],
     )
     assert packed.exit_code == 0, packed.output
     out = tmp_path / "runs" / "sql"
@@ -36,7 +49,13 @@ def test_pack_then_train_on_fixtures(tmp_path):
          "--grad-accum", "1", "--eval-every", "4", "--lr", "1e-3", "-q"],
     )  # fmt: skip
     assert trained.exit_code == 0, trained.output
-    for name in ("adapter/adapter_model.safetensors", "tokenizer/tokenizer.json", "config.yaml", "loss.png", "report.md"):
+    for name in (
+        "adapter/adapter_model.safetensors",
+        "tokenizer/tokenizer.json",
+        "config.yaml",
+        "loss.png",
+        "report.md",
+    ):
         assert (out / name).is_file(), name
     records = read_metrics(out / "metrics.jsonl")
     assert len(records) == 8 and records[-1]["val_loss"] is not None
