@@ -360,9 +360,12 @@ def train(
                 "step_tokens": step_tokens,
                 "loss_tokens": loss_tokens,
                 "tokens_per_s": step_tokens / elapsed,
+                "step_time": elapsed,
+                "nominal_flops": flops,
                 "mfu": flops / elapsed / peak if peak else None,
                 "peak_mem_gb": round(peak_memory_gb(device), 3),
                 "elapsed_s": round(time.perf_counter() - started, 3),
+                "wall_time": time.time(),
             }
             if (cfg.eval_every and done % cfg.eval_every == 0) or done == total_steps:
                 record["val_loss"] = val_loss = evaluate(
