@@ -138,9 +138,17 @@ def load_tokenizer(name_or_path: str):
 
 
 def tokenizer_info(tokenizer) -> dict:
-    """Identity of a tokenizer for the manifest: name, content hash, vocab size, pad/eos ids."""
+    """Identity of a tokenizer for the manifest: name, content hash, vocab size, pad/eos ids, and the
+    sha256 of its files when it was loaded from a local directory."""
+    root = Path(str(tokenizer.name_or_path))
+    files = (
+        {n: sha256_file(root / n) for n in TOKENIZER_FILES if (root / n).is_file()} if root.is_dir() else {}
+    )
     content = hashlib.sha256()
-    content.update(tokenizer.backend_tokenizer.to_str().encode("utf-8"))
+    if "tokenizer.json" in files:  # that file is the serialized tokenizer: hashing it is cheaper
+        content.update(json.dumps(files, sort_keys=True).encode("utf-8"))
+    else:
+        content.update(tokenizer.backend_tokenizer.to_str().encode("utf-8"))
     specials = {
         "eos": tokenizer.eos_token,
         "pad": tokenizer.pad_token,
@@ -156,9 +164,8 @@ def tokenizer_info(tokenizer) -> dict:
         "pad_token": tokenizer.pad_token,
         "eos_token": tokenizer.eos_token,
     }
-    root = Path(str(tokenizer.name_or_path))
-    if root.is_dir():
-        info["files"] = {n: sha256_file(root / n) for n in TOKENIZER_FILES if (root / n).is_file()}
+    if files:
+        info["files"] = files
     return info
 
 

@@ -337,3 +337,40 @@ def test_think_keep_and_loss_all_reach_the_shards(tmp_path, tok_dir, tokenizer):
     pack(src, tmp_path / "all", tok_dir, loss="all", val=0.0)
     ((ids, mask),) = documents(tmp_path / "all", "train")
     assert all(mask)
+
+
+def test_quick_start_normalize_then_pack(fixtures_dir, tmp_path, tok_dir, tokenizer):
+    # the README quick start: normalize the bundled Spider-style rows, then pack them
+    runner = CliRunner()
+    clean = tmp_path / "clean.jsonl"
+    res = runner.invoke(
+        cli,
+        [
+            "normalize",
+            str(fixtures_dir / "datasets" / "spider.csv"),
+            "--read",
+            "mysql",
+            "--dialect",
+            "postgres",
+            "--schema-dir",
+            str(fixtures_dir / "datasets" / "databases"),
+            "-o",
+            str(clean),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in clean.read_text().splitlines()]
+    res = runner.invoke(
+        cli, ["pack", str(clean), "-o", str(tmp_path / "shards"), "--tokenizer", tok_dir, "-q"]
+    )
+    assert res.exit_code == 0, res.output
+    shards = open_shards(tmp_path / "shards", verify="sha256")
+    assert shards.manifest["totals"]["rows_packed"] == len(rows) > 0
+    text = tokenizer.decode(
+        np.concatenate(
+            [np.array(r) for t in shards.tables.values() for r in t.column("input_ids").to_pylist()]
+        )
+    )
+    for row in rows:  # the canonical schema and the verified SQL made it into the training text
+        assert row["sql"] + "<|im_end|>" in text
+        assert row["schema"].strip() in text
