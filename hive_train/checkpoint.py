@@ -88,6 +88,17 @@ def save_checkpoint(
     return target
 
 
+def clean_staging(run_dir: str | os.PathLike) -> None:
+    """Delete what interrupted checkpoint writes left behind (never a complete checkpoint)."""
+    root = Path(run_dir) / CHECKPOINTS
+    if root.is_dir():
+        for leftover in root.glob(".step-*"):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
+
 def _complete(path: Path) -> bool:
     try:
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))

@@ -245,6 +245,7 @@ def train(
 
     # ---- run directory: resolved config and tokenizer first, so a failed run still says what it was
     _prepare_run_dir(out, resume, overwrite)
+    checkpoint.clean_staging(out)
     resume_from = checkpoint.latest_checkpoint(out) if resume else None
     if resume and resume_from is None:
         raise TrainError("nothing to resume: no complete checkpoint in the run directory", file=str(out))

@@ -119,6 +119,8 @@ def test_half_written_checkpoints_are_never_picked(full_run, tmp_path):
     assert checkpoint.latest_checkpoint(out) == good
     # only the newest `keep_checkpoints` complete ones are kept
     assert [p.name for p in checkpoint.list_checkpoints(out)] == ["step-00000004", "step-00000006"]
+    checkpoint.clean_staging(out)
+    assert not staging.exists() and good.is_dir() and torn.is_dir()
 
 
 def test_peft_round_trip_reproduces_the_trained_logits(full_run):
