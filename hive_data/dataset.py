@@ -132,7 +132,35 @@ def _init_worker(cfg: NormalizeConfig, pg_uri: str | None) -> None:
 def _init_subprocess(cfg: NormalizeConfig, pg_uri: str | None) -> None:
     # Ctrl-C goes to the whole process group; the parent alone handles it and shuts the pool down
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
     _init_worker(cfg, pg_uri)
+
+
+def _exit_with_parent() -> None:
+    """A worker whose parent was killed (SIGKILL, OOM) would wait for work forever: leave instead."""
+    import multiprocessing
+    import threading
+
+    spawner = multiprocessing.parent_process()
+    parent = spawner.pid if spawner is not None else os.getppid()  # it may be gone already
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="hive-parent-watch", daemon=True).start()
+
+
+def _submit(pool, batch: list[tuple]):
+    # Workers are spawned on demand inside submit(). Until their initializer ignores SIGINT, a Ctrl-C
+    # would kill them mid-start-up with a traceback, so SIGINT stays blocked while they are spawned
+    # (they inherit the mask); the parent gets a Ctrl-C that arrived meanwhile as soon as it unblocks.
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return pool.submit(_work, batch)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _verifier():
@@ -422,7 +450,7 @@ def _results(batches: Iterator[list[tuple]], cfg: NormalizeConfig, pg_uri: str |
         pending: deque = deque()
         try:
             for batch in batches:
-                pending.append((len(batch), pool.submit(_work, batch)))
+                pending.append((len(batch), _submit(pool, batch)))
                 while len(pending) >= 2 * procs:
                     n, fut = pending.popleft()
                     yield n, fut.result()
