@@ -38,7 +38,7 @@ from tqdm import tqdm
 from hive_data import __version__
 from hive_data.atomic import commit_dir, new_staging_dir, remove_stale
 from hive_data.chat import LOSS_POLICIES, THINK_POLICIES, ChatRenderer, chat_template_sha256
-from hive_data.errors import ConfigError, HiveError, PackError, RecordError, ShardError
+from hive_data.errors import ConfigError, PackError, RecordError, ShardError
 from hive_data.packing import Packing, length_histogram, pack_documents, shuffle_rows
 from hive_data.shards import (
     FORMAT,
@@ -388,6 +388,18 @@ def fingerprint(inputs: list[dict], tokenizer: dict, template_sha: str, config: 
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+def _check_replaceable(output: Path) -> None:
+    """The output is replaced as a whole: refuse to replace anything but an earlier pack."""
+    if output.exists() and not output.is_dir():
+        raise ConfigError("output exists and is not a directory", file=str(output))
+    if output.is_dir() and any(output.iterdir()) and not (output / MANIFEST).is_file():
+        raise ConfigError(
+            "output directory exists and is not a shard directory (no manifest.json); "
+            "refusing to replace it: choose another -o or remove it",
+            file=str(output),
+        )
+
+
 def _up_to_date(output: Path, fp: str | None) -> dict | None:
     if fp is None or not output.is_dir():
         return None
@@ -423,6 +435,7 @@ def pack_dataset(
     if not inputs:
         raise ConfigError("no input given")
     output = Path(output)
+    _check_replaceable(output)
     remove_stale(output)
 
     tokenizer = load_tokenizer(config.tokenizer)
@@ -661,5 +674,4 @@ __all__ = [
     "first_occurrences",
     "load_tokenizer",
     "tokenizer_info",
-    "HiveError",
 ]

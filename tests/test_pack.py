@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from hive_data.chat import ChatRenderer, apply_think
 from hive_data.cli import main as cli
-from hive_data.errors import PackError, ShardError
+from hive_data.errors import ConfigError, PackError, ShardError
 from hive_data.pack import conversation_hash, pack_dataset, val_mask
 from hive_data.shards import open_shards
 
@@ -285,6 +285,15 @@ def test_cli_pack_and_inspect(dataset, tmp_path, tok_dir):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     res = runner.invoke(cli, ["inspect", str(out), "--row", "100000"])
     assert res.exit_code == 1 and res.output.startswith("error: ") and "no row 100000" in res.output
+
+
+def test_refuses_to_replace_a_directory_that_is_not_a_pack(dataset, tmp_path, tok_dir):
+    precious = tmp_path / "notes"
+    precious.mkdir()
+    (precious / "todo.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not a shard directory"):
+        pack(dataset[0], precious, tok_dir)
+    assert (precious / "todo.txt").read_text() == "keep me"
 
 
 def test_cli_errors_are_one_line(tmp_path, tok_dir):
