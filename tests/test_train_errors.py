@@ -187,3 +187,12 @@ def test_oom_message_names_the_next_tier():
 def test_special_ids_beyond_the_model(shards, tmp_path):
     edit_manifest(shards, lambda m: m["tokenizer"].update(eos_id=5000))
     one_line_error(run(shards, "-o", tmp_path / "run", *BASE), "eos_id 5000", "4096 embeddings")
+
+
+def test_hivellm_manifest_max_seq_length_must_match_the_shards(shards, tmp_path):
+    manifest = tmp_path / "manifest.json"
+    config = {"rank": 4, "max_seq_length": 1024, "use_unsloth": True}
+    manifest.write_text(json.dumps({"schema_version": "2.0", "training": {"config": config}}))
+    result = run(shards, "-o", tmp_path / "run", "--config", manifest, *BASE)
+    assert result.exit_code == 1
+    assert "error: " in result.stderr and "seq 1024 disagrees" in result.stderr
