@@ -138,14 +138,18 @@ def run_hive(jsonl: Path, out: Path, proc: int, seq: int) -> dict:
         "--force",
         "-q",
     ]
+    # A small launcher runs the command and reports its peak RSS: Linux carries a process's peak RSS
+    # across exec, so a child forked straight from this (large) process would report ours.
+    launcher = (
+        "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)"
+    )
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)  # the rusage of this child (and its workers) alone
+    proc = subprocess.run([sys.executable, "-c", launcher, *cmd], stdout=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"hive-data pack failed with exit code {proc.returncode}")
-    peak_kb = usage.ru_maxrss
+    peak_kb = int(proc.stdout.split()[-1])
     manifest = json.loads((out / "manifest.json").read_text())
     t = manifest["totals"]
     return {
