@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from hive_data import __version__
 from hive_data.atomic import commit_dir, new_staging_dir, remove_stale
-from hive_data.chat import LOSS_POLICIES, THINK_POLICIES, ChatRenderer, chat_template_sha256
+from hive_data.chat import LOSS_POLICIES, THINK_POLICIES, ChatRenderer, Encoded, chat_template_sha256
 from hive_data.errors import ConfigError, PackError, RecordError, ShardError
 from hive_data.packing import Packing, length_histogram, pack_documents, shuffle_rows
 from hive_data.shards import (
@@ -231,10 +231,28 @@ def _init_worker(tokenizer_name: str, loss: str, think: str) -> None:
         _RENDERER = ChatRenderer(load_tokenizer(tokenizer_name), loss=loss, think=think)
 
 
-def _encode_task(conversations: list[list[dict]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    enc = _RENDERER.encode(conversations)
+def _encode_task(conversations: list[list[dict]]):
+    """(hashes, ids, mask, lengths, errors) of a batch; a conversation the chat template refuses gets
+    length 0 and its reason in `errors` (by position in the batch) instead of failing the batch."""
+    errors: dict[int, str] = {}
+    try:
+        enc = _RENDERER.encode(conversations)
+    except PackError:
+        parts = []
+        for i, conv in enumerate(conversations):
+            try:
+                parts.append(_RENDERER.encode([conv]))
+            except PackError as err:
+                errors[i] = err.reason
+                parts.append(_RENDERER.encode([]))
+                parts[-1].lengths = np.zeros(1, dtype=np.int64)
+        enc = Encoded(
+            ids=np.concatenate([p.ids for p in parts]),
+            mask=np.concatenate([p.mask for p in parts]),
+            lengths=np.concatenate([p.lengths for p in parts]),
+        )
     hashes = np.frombuffer(b"".join(conversation_hash(c) for c in conversations), dtype=np.uint8)
-    return hashes.reshape(-1, 16), enc.ids, enc.mask, enc.lengths
+    return hashes.reshape(-1, 16), enc.ids, enc.mask, enc.lengths, errors
 
 
 class _Spill:
@@ -492,11 +510,15 @@ def _build(inputs, staging: Path, config: PackConfig, renderer, tok_info, templa
             init = (config.tokenizer, config.loss, config.think)
             done = 0
             for result in _map_ordered(_encode_task, _batched(convs, config.batch_rows), workers, init):
-                lengths = result[3]
+                hashes, ids, mask, lengths, errors = result
                 if config.overlong == "error" and (lengths > config.seq).any():
                     i = done + int(np.flatnonzero(lengths > config.seq)[0])
                     raise _overlong_error(int(lengths[i - done]), config.seq, rows.where(i))
-                spill.append(*result)
+                for i, reason in sorted(errors.items()):
+                    counts["unrenderable"] += 1
+                    w = rows.where(done + i)
+                    _reject(rejects, w["file"], w["row"], w["line"], "unrenderable", reason)
+                spill.append(hashes, ids, mask, lengths)
                 done += len(lengths)
         finally:
             bar.close()
@@ -565,7 +587,9 @@ def _build(inputs, staging: Path, config: PackConfig, renderer, tok_info, templa
         "rows_in": counts["rows_in"],
         "rows_packed": int(all_lengths.size),
         "rows_dropped": {
-            r: counts[r] for r in ("unreadable", "invalid", "overlong", "duplicate") if counts[r]
+            r: counts[r]
+            for r in ("unreadable", "invalid", "unrenderable", "overlong", "duplicate")
+            if counts[r]
         },
         "duplicates": counts["duplicate"],
         "sequences": sequences,

@@ -383,3 +383,37 @@ def test_quick_start_normalize_then_pack(fixtures_dir, tmp_path, tok_dir, tokeni
     for row in rows:  # the canonical schema and the verified SQL made it into the training text
         assert row["sql"] + "<|im_end|>" in text
         assert row["schema"].strip() in text
+
+
+def test_rows_the_chat_template_refuses_are_rejected_not_fatal(tmp_path, fixtures_dir):
+    import shutil
+
+    tok = tmp_path / "tok"
+    shutil.copytree(fixtures_dir / "tokenizer", tok)
+    template = (tok / "chat_template.jinja").read_text()
+    strict = (
+        "{%- for m in messages %}{%- if loop.index0 > 0 and m['role'] == messages[loop.index0 - 1]['role'] %}"
+        "{{- raise_exception('roles must alternate') }}{%- endif %}{%- endfor %}"
+    )
+    (tok / "chat_template.jinja").write_text(strict + template)
+    convs = make_convs(40)
+    bad = [
+        {"role": "user", "content": "a"},
+        {"role": "user", "content": "b"},
+        {"role": "assistant", "content": "c"},
+    ]
+    src = write_rows(tmp_path / "rows.jsonl", convs[:20] + [bad] + convs[20:])
+    for num_proc in (1, 2):
+        r = pack(src, tmp_path / f"out{num_proc}", str(tok), num_proc=num_proc, batch_rows=8, val=0.0)
+        assert r.manifest["totals"]["rows_dropped"] == {"unrenderable": 1}
+        assert r.manifest["totals"]["rows_packed"] == 40
+        (reject,) = [
+            json.loads(line)
+            for line in (tmp_path / f"out{num_proc}" / "rejects.jsonl").read_text().splitlines()
+        ]
+        assert (
+            reject["row"] == 21
+            and reject["reason"] == "unrenderable"
+            and "roles must alternate" in reject["detail"]
+        )
+    assert shard_bytes(tmp_path / "out1") == shard_bytes(tmp_path / "out2")
