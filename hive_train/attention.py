@@ -33,9 +33,12 @@ def varlen_available() -> bool:
 
 
 def choose_backend(requested: str, device: torch.device) -> str:
-    """`auto` -> flex on CUDA, sdpa elsewhere; an explicit choice is checked against what exists."""
+    """`auto` -> varlen (FlashAttention, no compile step) on CUDA when torch has it, else flex;
+    sdpa elsewhere. An explicit choice is checked against what exists."""
     if requested == "auto":
-        return "flex" if device.type == "cuda" else "sdpa"
+        if device.type != "cuda":
+            return "sdpa"
+        return "varlen" if varlen_available() else "flex"
     if requested == "varlen" and (device.type != "cuda" or not varlen_available()):
         from hive_data.errors import ConfigError
 
@@ -165,8 +168,12 @@ def hive_attention(module, query, key, value, attention_mask, dropout: float = 0
         max_len = int(kwargs["max_length_q"])
         # varlen takes (tokens, heads, dim) without a batch axis: the row is already flat
         q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
+        dtype = q.dtype
+        if dtype not in (torch.float16, torch.bfloat16):  # FlashAttention takes half precision only
+            low = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else torch.bfloat16
+            q, k, v = q.to(low), k.to(low), v.to(low)
         out = varlen_attn(q, k, v, cu, cu, max_len, max_len, scale=scaling, window_size=(-1, 0))
-        return out[None], None
+        return out[None].to(dtype), None
     elif attention_mask is None:
         out = _plain_causal(query, key, value, scaling)
     else:

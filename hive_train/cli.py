@@ -83,6 +83,18 @@ def _free_gib() -> float | None:
 )
 @click.option("--compile/--no-compile", default=None, help="torch.compile each decoder layer.")
 @click.option(
+    "--fast/--no-fast",
+    default=None,
+    help="Fast adapter path (default on): peft's DoRA/LoRA math with far fewer kernels; --no-fast runs peft's own layers.",
+)
+@click.option(
+    "--keep-4bit/--dequantize-once",
+    "keep_4bit",
+    default=None,
+    help="Keep NF4 base weights 4-bit and dequantize per use (least memory; the --vram 8 default) "
+    "or dequantize them once to the compute dtype (fastest; the default).",
+)
+@click.option(
     "--resume", is_flag=True, help="Continue from the newest complete checkpoint in the run directory."
 )
 @click.option("--overwrite", is_flag=True, help="Delete an existing run directory and start over.")

@@ -56,6 +56,10 @@ class TrainConfig:
     attention: str = "auto"  # auto: flex on CUDA, SDPA with a block-diagonal mask on CPU
     gradient_checkpointing: bool = False
     compile: bool = False
+    # fast adapter path (hive_train/fast.py): same math as peft's DoRA/LoRA layers, far fewer kernels
+    fast: bool = True
+    # keep the base weights 4-bit in memory and dequantize per use (the 8 GB tier) instead of once
+    keep_4bit: bool = False
     vram: str | None = None  # a --vram preset; None = no preset
     # cadence
     eval_every: int = 200
@@ -138,7 +142,7 @@ def field_kind(name: str) -> str:
 # included: ~2.5 MB per token; ~6 GB with checkpointing), keeping 10% under each tier. Issue 6
 # measures them on the device machine.
 VRAM_PRESETS: dict[str, dict] = {
-    "8": {"batch_size": 2, "gradient_checkpointing": True, "max_rank": 8},
+    "8": {"batch_size": 2, "gradient_checkpointing": True, "max_rank": 8, "keep_4bit": True},
     "12": {"batch_size": 4, "gradient_checkpointing": True, "max_rank": 16},
     "16": {"batch_size": 8, "gradient_checkpointing": True, "max_rank": 16},
     "24": {"batch_size": 2, "gradient_checkpointing": False, "max_rank": 32},
@@ -181,6 +185,9 @@ def apply_vram_preset(cfg: TrainConfig, tier: str, explicit: set[str]) -> tuple[
     ):
         cfg.gradient_checkpointing = preset["gradient_checkpointing"]
         notes.append(f"gradient checkpointing {'on' if cfg.gradient_checkpointing else 'off'}")
+    if "keep_4bit" not in explicit and preset.get("keep_4bit", False) != cfg.keep_4bit:
+        cfg.keep_4bit = preset.get("keep_4bit", False)
+        notes.append("base weights kept 4-bit" if cfg.keep_4bit else "base weights dequantized once")
     if "rank" not in explicit and cfg.rank > preset["max_rank"]:
         notes.append(f"rank {cfg.rank} -> {preset['max_rank']} (alpha/rank kept)")
         if "alpha" not in explicit:

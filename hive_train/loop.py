@@ -290,6 +290,8 @@ def train(
     optimizer = torch.optim.AdamW(
         params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda" or None
     )
+    if model.hive_fast is not None:  # prepared adapter weights are refreshed after every step
+        model.hive_fast.attach(optimizer)
     autocast = _autocast(device, dtype)
     val_micro = (
         eval_batches(val_rows, batch_size=cfg.batch_size, tokens_per_micro=cfg.tokens_per_micro)
@@ -311,6 +313,8 @@ def train(
     last_good = None
     if resume_from is not None:
         state = checkpoint.load_checkpoint(resume_from, model, optimizer)
+        if model.hive_fast is not None:
+            model.hive_fast.mark_stale()
         start_step, tokens_seen, last_good = state["step"], state["tokens"], resume_from
         log(f"resuming from {resume_from} (step {start_step} of {total_steps})")
     metrics = MetricsLog(out / "metrics.jsonl", resume_step=start_step if resume_from else None)

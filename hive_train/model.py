@@ -249,6 +249,17 @@ def load_model(cfg: TrainConfig, device: torch.device, dtype: torch.dtype):
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
+    model.hive_fast = None
+    if cfg.fast and cfg.adapter in ("lora", "dora") and cfg.dropout == 0:
+        from hive_train.fast import FastAdapters
+
+        model.hive_fast = FastAdapters.install(
+            model, keep_4bit=cfg.keep_4bit or cfg.quant == "none", dtype=dtype
+        )
+    if cfg.fast and device.type == "cuda":
+        from hive_train.kernels import apply_fast_kernels
+
+        apply_fast_kernels(model)
     if cfg.compile:
         for layer in model.get_base_model().model.layers:
             layer.compile()

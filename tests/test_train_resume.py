@@ -193,3 +193,26 @@ def test_other_adapters_train_and_round_trip(adapter, shards, tmp_path):
     ids = torch.randint(10, 4000, (1, 16), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(loaded(input_ids=ids).logits, result.model.eval()(input_ids=ids).logits)
+
+
+def test_resume_is_exact_on_the_fast_adapter_path(shards, tmp_path):
+    """dropout 0 routes DoRA through hive_train.fast, whose prepared weights must follow a resume."""
+    cfg = config(dropout=0.0, eval_every=0, save_every=0)
+    whole = train(cfg, shards, tmp_path / "whole", progress=False)
+    assert whole.model.hive_fast is not None and whole.model.hive_fast.layers
+    train(cfg, shards, tmp_path / "split", stop_after=2, progress=False)
+    rest = train(cfg, shards, tmp_path / "split", resume=True, progress=False)
+    assert rest.losses == whole.losses[2:]
+
+
+def test_fast_path_trains_like_peft_layers(shards, tmp_path):
+    fast = train(config(dropout=0.0, eval_every=0, save_every=0), shards, tmp_path / "fast", progress=False)
+    stock = train(
+        config(dropout=0.0, eval_every=0, save_every=0, fast=False),
+        shards,
+        tmp_path / "stock",
+        progress=False,
+    )
+    assert stock.model.hive_fast is None
+    assert fast.losses == pytest.approx(stock.losses, rel=1e-4)
+    assert fast.losses[-1] < fast.losses[0]

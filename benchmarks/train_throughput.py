@@ -1,0 +1,497 @@
+"""Training throughput: TRL's SFTTrainer (stock and hand-tuned) against hive-train, in one process.
+
+All setups train the same adapter (QLoRA NF4 double-quant, bf16 compute, DoRA r=12 alpha=24 on
+q/k/v/o/up/down) on the same packed shards (made by `benchmarks/make_train_data.py` with
+`hive-data pack`), with the same tokens per optimizer step (8 rows x 2048), on Qwen3-0.6B's exact
+architecture with random weights (speed depends on the shapes, not the weights).
+
+1. TRL stock, as its documentation recommends for QLoRA + DoRA: packing (bfd, rows pre-packed by
+   hive so both see the same rows), padding_free=True, SDPA, use_liger_kernel=True, TRL's other
+   defaults (gradient checkpointing on), lora_dropout=0.05.
+2. TRL tuned by hand for an 80 GB GPU: gradient_checkpointing=False, lora_dropout=0.
+3. hive-train with its defaults for an 80 GB GPU (`--vram 80`).
+Then hive-train at each `--vram` tier (8, 12, 16, 24), the numerics of hive's fast path against
+stock bitsandbytes + peft on one batch, and hive-train's start-up time (command to first step).
+
+Throughput counts real tokens (no padding exists in packed rows) over timed steps after warm-up.
+MFU uses one FLOP count for every setup, the model's nominal work per step:
+  linear layers and LM head: forward 2N + input-gradient backward 2N per token
+      (N = 440M linear-layer parameters + 156M LM head; frozen weights get no weight gradient;
+       the small adapter matmuls are left out)
+  attention: causal, over the actual document lengths L: forward 2·L²·d_head·heads per layer
+      (QKᵀ and PV, halved by causality), backward twice that.
+Peak: 989 TFLOP/s dense bf16 (H100/H200 SXM datasheet).
+
+Run on the device machine (see BENCHMARKS.md for the exact command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
+PEAK_FLOPS = 989e12
+ROWS_PER_STEP = 8
+
+
+def qwen3_06b_config():
+    from transformers import Qwen3Config
+
+    return Qwen3Config(
+        vocab_size=151936,
+        hidden_size=1024,
+        intermediate_size=3072,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        max_position_embeddings=40960,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        torch_dtype="bfloat16",
+    )
+
+
+def make_model_dir(path: Path) -> Path:
+    if not (path / "config.json").exists():
+        from transformers import Qwen3ForCausalLM
+
+        torch.manual_seed(0)
+        Qwen3ForCausalLM(qwen3_06b_config()).to(torch.bfloat16).save_pretrained(path)
+    return path
+
+
+def unpack_tokenizer(path: Path) -> Path:
+    raw, packed = path / "tokenizer.json", path / "tokenizer.json.gz"
+    if not raw.exists() and packed.exists():
+        with gzip.open(packed, "rb") as src, open(raw, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return path
+
+
+def nominal_flops(tokens: int, doc_lengths: np.ndarray) -> float:
+    cfg = qwen3_06b_config()
+    d, inter, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    q = cfg.num_attention_heads * cfg.head_dim
+    kv = cfg.num_key_value_heads * cfg.head_dim
+    linear = layers * (d * q + 2 * d * kv + q * d + 3 * d * inter)
+    head = cfg.vocab_size * d
+    dense = 4 * (linear + head) * tokens
+    attn_fwd = (
+        layers
+        * 2
+        * float((doc_lengths.astype(np.float64) ** 2).sum())
+        * cfg.head_dim
+        * cfg.num_attention_heads
+    )
+    return dense + 3 * attn_fwd
+
+
+def cleanup() -> None:
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+
+
+# ---------------------------------------------------------------------------------------- TRL
+
+
+def run_trl(
+    name: str, shards: Path, tokenizer_dir: Path, model_dir: Path, *, tuned: bool, steps: int, warmup: int
+):
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from hive_data.trl_compat import load_for_trl
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir,
+        quantization_config=quant,
+        dtype=torch.bfloat16,
+        attn_implementation="sdpa",
+        device_map={"": 0},
+    )
+    adapter = LoraConfig(
+        r=12,
+        lora_alpha=24,
+        lora_dropout=0.0 if tuned else 0.05,
+        use_dora=True,
+        target_modules=TARGETS,
+        task_type="CAUSAL_LM",
+    )
+    counted: list[int] = []
+    docs: list[np.ndarray] = []
+    inner = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
+
+    def collate(examples):
+        counted.append(sum(len(e["input_ids"]) for e in examples))
+        docs.append(np.concatenate([np.asarray(e["seq_lengths"]) for e in examples]))
+        return inner(examples)
+
+    marks: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            torch.cuda.synchronize()
+            marks.append(time.perf_counter())
+
+    out = Path(tempfile.mkdtemp(prefix=f"trl-{name}-"))
+    args = SFTConfig(
+        output_dir=str(out),
+        per_device_train_batch_size=ROWS_PER_STEP,
+        gradient_accumulation_steps=1,
+        max_steps=warmup + steps,
+        learning_rate=2e-4,
+        logging_steps=10_000,
+        save_strategy="no",
+        report_to="none",
+        bf16=True,
+        packing=True,
+        padding_free=True,
+        use_liger_kernel=True,
+        max_length=2048,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        **({"gradient_checkpointing": False} if tuned else {}),
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=load_for_trl(shards, "train"),
+        processing_class=tokenizer,
+        peft_config=adapter,
+        data_collator=collate,
+        callbacks=[Clock()],
+    )
+    torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+    timed = slice(warmup, warmup + steps)
+    seconds = marks[warmup + steps - 1] - marks[warmup - 1]
+    tokens = sum(counted[timed])
+    flops = sum(nominal_flops(t, d) for t, d in zip(counted[timed], docs[timed]))
+    result = {
+        "setup": name,
+        "tokens_per_s": tokens / seconds,
+        "mfu": flops / seconds / PEAK_FLOPS,
+        "peak_gb": torch.cuda.max_memory_allocated() / 1e9,
+        "gradient_checkpointing": bool(trainer.args.gradient_checkpointing),
+    }
+    del trainer, model
+    shutil.rmtree(out, ignore_errors=True)
+    cleanup()
+    return result
+
+
+# --------------------------------------------------------------------------------------- hive
+
+
+def hive_config(model_dir: Path, tokenizer_dir: Path, steps: int, vram: str):
+    from hive_train.config import TrainConfig, apply_vram_preset
+
+    cfg = TrainConfig(
+        model=str(model_dir),
+        tokenizer=str(tokenizer_dir),
+        batch_size=ROWS_PER_STEP,
+        grad_accum=1,
+        max_steps=steps,
+        lr=2e-4,
+        eval_every=0,
+        save_every=0,
+        warmup_ratio=0.0,
+        vram=vram,
+    )
+    cfg, _ = apply_vram_preset(cfg, vram, explicit=set())
+    return cfg.validate()
+
+
+def run_hive(
+    name: str, shards: Path, tokenizer_dir: Path, model_dir: Path, *, vram: str, steps: int, warmup: int
+):
+    from hive_train.loop import train
+    from hive_train.metrics import read_metrics
+
+    out = Path(tempfile.mkdtemp(prefix=f"hive-{name}-"))
+    cfg = hive_config(model_dir, tokenizer_dir, warmup + steps, vram)
+    torch.cuda.reset_peak_memory_stats()
+    train(cfg, shards, out, overwrite=True, progress=False)
+    records = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r and "step" in r]
+    timed = records[warmup : warmup + steps]
+    seconds = sum(r["step_time"] for r in timed)
+    tokens = sum(r["step_tokens"] for r in timed)
+    flops = sum(r["nominal_flops"] for r in timed)
+    result = {
+        "setup": name,
+        "tokens_per_s": tokens / seconds,
+        "mfu": flops / seconds / PEAK_FLOPS,
+        "peak_gb": torch.cuda.max_memory_allocated() / 1e9,
+        "gradient_checkpointing": cfg.gradient_checkpointing,
+        "micro_batch_rows": cfg.batch_size,
+        "grad_accum": cfg.grad_accum,
+    }
+    shutil.rmtree(out, ignore_errors=True)
+    cleanup()
+    return result
+
+
+def startup_seconds(shards: Path, tokenizer_dir: Path, model_dir: Path) -> float:
+    """Wall time of `hive-train` from launch to the end of its first optimizer step."""
+    out = Path(tempfile.mkdtemp(prefix="hive-startup-"))
+    cmd = [
+        sys.executable, "-m", "hive_train", str(shards), "-o", str(out), "--overwrite",
+        "--model", str(model_dir), "--tokenizer", str(tokenizer_dir), "--vram", "80",
+        "--max-steps", "1", "--eval-every", "0", "--save-every", "0", "--quiet",
+    ]  # fmt: skip
+    started = time.time()
+    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    from hive_train.metrics import read_metrics
+
+    first = next(r for r in read_metrics(out / "metrics.jsonl") if "loss" in r)
+    shutil.rmtree(out, ignore_errors=True)
+    return first["wall_time"] - started
+
+
+# ----------------------------------------------------------------------------------- numerics
+
+
+def numerics(shards: Path, model_dir: Path) -> dict:
+    """Loss and adapter gradients of hive's fast path vs stock bnb + peft on one batch.
+
+    Both use the same document-isolated attention and the same batch; the stock path is peft's own
+    DoRA forward on bitsandbytes Linear4bit layers. The same stock path run with the batch split in
+    two micro-batches gives the bf16 noise floor: the same math, differently rounded.
+    """
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from hive_data.shards import open_shards
+    from hive_train import attention
+    from hive_train.data import RowTable, flatten
+    from hive_train.fast import FastAdapters
+    from hive_train.kernels import apply_fast_kernels
+    from hive_train.loop import micro_loss
+
+    attention.register()
+    table = RowTable.from_arrow(open_shards(shards).split("train"))
+    rows = np.arange(ROWS_PER_STEP)
+    whole = [flatten(table, rows).to("cuda")]
+    halves = [flatten(table, rows[:4]).to("cuda"), flatten(table, rows[4:]).to("cuda")]
+    backend = attention.choose_backend("auto", torch.device("cuda"))
+
+    def grads(fast: bool, batches):
+        quant = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir,
+            quantization_config=quant,
+            dtype=torch.bfloat16,
+            attn_implementation=attention.NAME,
+            device_map={"": 0},
+        )
+        torch.manual_seed(1)
+        model = get_peft_model(
+            model, LoraConfig(r=12, lora_alpha=24, lora_dropout=0.0, use_dora=True, target_modules=TARGETS)
+        )
+        torch.manual_seed(2)
+        for name, param in model.named_parameters():
+            if "lora_B" in name:  # make the adapter contribute, as after some training
+                torch.nn.init.normal_(param, std=0.02)
+        model.train()
+        if fast:
+            FastAdapters.install(model, keep_4bit=False, dtype=torch.bfloat16)
+            apply_fast_kernels(model)
+        denom = sum(b.loss_tokens for b in batches)
+        total = 0.0
+        for batch in batches:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = micro_loss(model, batch, backend)
+            (loss / denom).backward()
+            total += float(loss)
+        g = torch.cat([p.grad.float().flatten() for p in model.parameters() if p.requires_grad])
+        del model
+        cleanup()
+        return total / denom, g
+
+    stock_loss, stock = grads(False, whole)
+    split_loss, split = grads(False, halves)
+    fast_loss, fast = grads(True, whole)
+
+    def rel(a, b):
+        return ((a - b).norm() / b.norm()).item()
+
+    return {
+        "loss_stock": stock_loss,
+        "loss_hive": fast_loss,
+        "loss_rel": abs(fast_loss - stock_loss) / stock_loss,
+        "grad_rel_hive_vs_stock": rel(fast, stock),
+        "grad_rel_stock_split_vs_stock": rel(split, stock),
+        "loss_rel_stock_split": abs(split_loss - stock_loss) / stock_loss,
+    }
+
+
+# --------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=".bench/train", help="output of make_train_data.py")
+    parser.add_argument("--steps", type=int, default=12, help="timed steps per setup")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--only", default="hive,tiers,numerics,startup,trl_tuned,trl_stock")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args()
+    import peft
+    import transformers
+
+    data = Path(args.data)
+    shards, tokenizer_dir = data / "shards", unpack_tokenizer(data / "tokenizer")
+    model_dir = make_model_dir(Path(tempfile.gettempdir()) / "qwen3-0.6b-random")
+    only = set(args.only.split(","))
+    versions = {
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+    }
+    try:
+        import bitsandbytes
+        import trl
+
+        versions.update(bitsandbytes=bitsandbytes.__version__, trl=trl.__version__)
+    except ImportError:
+        pass
+    print(json.dumps(versions), flush=True)
+    results: dict = {"versions": versions, "setups": [], "tiers": []}
+
+    # hive first: TRL's Liger switch patches transformers' Qwen3 classes for the rest of the process
+    def guarded(fn, *a, **kw):
+        try:
+            return fn(*a, **kw)
+        except torch.OutOfMemoryError as err:
+            cleanup()
+            return {"setup": kw.get("name", a[0] if a else "?"), "error": f"out of memory: {str(err)[:120]}"}
+
+    if "hive" in only:
+        results["setups"].append(
+            guarded(
+                run_hive,
+                "hive-train --vram 80",
+                shards,
+                tokenizer_dir,
+                model_dir,
+                vram="80",
+                steps=args.steps * 3,
+                warmup=args.warmup,
+            )
+        )
+        print(results["setups"][-1], flush=True)
+    if "tiers" in only:
+        for tier in ("8", "12", "16", "24"):
+            res = guarded(
+                run_hive,
+                f"--vram {tier}",
+                shards,
+                tokenizer_dir,
+                model_dir,
+                vram=tier,
+                steps=args.steps,
+                warmup=args.warmup,
+            )
+            res["tier_gb"] = int(tier)
+            res["headroom"] = 1 - res["peak_gb"] / int(tier) if "peak_gb" in res else None
+            results["tiers"].append(res)
+            print(res, flush=True)
+    if "numerics" in only:
+        results["numerics"] = numerics(shards, model_dir)
+        print(results["numerics"], flush=True)
+    if "startup" in only:
+        results["startup_s"] = startup_seconds(shards, tokenizer_dir, model_dir)
+        print({"startup_s": results["startup_s"]}, flush=True)
+    if "trl_tuned" in only:
+        results["setups"].append(
+            guarded(
+                run_trl,
+                "TRL tuned",
+                shards,
+                tokenizer_dir,
+                model_dir,
+                tuned=True,
+                steps=args.steps,
+                warmup=args.warmup,
+            )
+        )
+        print(results["setups"][-1], flush=True)
+    if "trl_stock" in only:
+        results["setups"].append(
+            guarded(
+                run_trl,
+                "TRL stock",
+                shards,
+                tokenizer_dir,
+                model_dir,
+                tuned=False,
+                steps=args.steps,
+                warmup=args.warmup,
+            )
+        )
+        print(results["setups"][-1], flush=True)
+
+    print("\n| setup | tokens/s | MFU | peak GB | checkpointing |\n|---|---|---|---|---|")
+    for r in results["setups"]:
+        if "error" in r:
+            print(f"| {r['setup']} | {r['error']} | | | |")
+            continue
+        print(
+            f"| {r['setup']} | {r['tokens_per_s']:,.0f} | {r['mfu']:.1%} | {r['peak_gb']:.1f} | {r['gradient_checkpointing']} |"
+        )
+    by = {r["setup"]: r["tokens_per_s"] for r in results["setups"] if "tokens_per_s" in r}
+    hive = by.get("hive-train --vram 80")
+    for other in ("TRL stock", "TRL tuned"):
+        if hive and other in by:
+            print(f"hive-train / {other}: {hive / by[other]:.2f}x")
+    if results["tiers"]:
+        print(
+            "\n| --vram | tokens/s | peak GB | headroom | micro-batch rows x accum | checkpointing |\n|---|---|---|---|---|---|"
+        )
+        for r in results["tiers"]:
+            if "error" in r:
+                print(f"| {r['tier_gb']} | {r['error']} | | | | |")
+                continue
+            print(
+                f"| {r['tier_gb']} | {r['tokens_per_s']:,.0f} | {r['peak_gb']:.2f} | {r['headroom']:.0%} | "
+                f"{r['micro_batch_rows']} x {r['grad_accum']} | {r['gradient_checkpointing']} |"
+            )
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
