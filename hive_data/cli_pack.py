@@ -167,9 +167,13 @@ def inspect(shards, row, split, plot, tokenizer, verify, color):
         check_row(opened, split, row)
     click.echo(summary(manifest))
     click.echo("")
-    click.echo(text_histogram(manifest.get("length_histogram")))
+    click.echo(text_histogram(manifest.get("totals", {}).get("length_histogram")))
     if plot:
-        write_plot(manifest.get("length_histogram"), plot, title=f"{shards} (seq {manifest['seq']})")
+        write_plot(
+            manifest.get("totals", {}).get("length_histogram"),
+            plot,
+            title=f"{shards} (seq {manifest['seq']})",
+        )
         click.echo(f"\nhistogram written to {plot}")
     if row is not None:
         if color is None:

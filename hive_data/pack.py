@@ -598,6 +598,7 @@ def _build(inputs, staging: Path, config: PackConfig, renderer, tok_info, templa
         "padding_tokens": sequences * config.seq - tokens,
         "fill_efficiency": round(tokens / (sequences * config.seq), 6),
         "splits": split_totals,
+        "length_histogram": length_histogram(all_lengths, config.seq),
     }
     manifest = {
         "format": FORMAT,
@@ -619,7 +620,6 @@ def _build(inputs, staging: Path, config: PackConfig, renderer, tok_info, templa
         "mapping": config.mapping or None,
         "shards": [s.to_json() for s in shards],
         "totals": totals,
-        "length_histogram": length_histogram(all_lengths, config.seq),
         "rejects": REJECTS,
     }
     write_manifest(staging, manifest)

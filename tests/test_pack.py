@@ -123,7 +123,7 @@ def test_pack_contents_totals_and_rejects(dataset, tmp_path, tok_dir, tokenizer)
     assert t["loss_tokens"] == sum(sum(d[1]) for d in got)
     assert t["padding_tokens"] == t["sequences"] * SEQ - t["tokens"]
     assert t["fill_efficiency"] == pytest.approx(t["tokens"] / (t["sequences"] * SEQ), abs=1e-6)
-    assert sum(m["length_histogram"]["counts"]) == 300
+    assert sum(t["length_histogram"]["counts"]) == 300
     # masked-in tokens of a document decode to its answer (think block + SQL + <|im_end|>)
     ids, mask = got[0]
     answer = tokenizer.decode([i for i, k in zip(ids, mask) if k])
