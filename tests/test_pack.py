@@ -234,7 +234,7 @@ pack_dataset(sys.argv[1], sys.argv[2], tokenizer=sys.argv[3], seq=256, num_proc=
 
 @pytest.mark.parametrize("with_old_output", [False, True])
 def test_sigkill_mid_pack_leaves_no_accepted_output(tmp_path, tok_dir, with_old_output):
-    src = write_rows(tmp_path / "big.jsonl", make_convs(6000, seed=5))
+    src = write_rows(tmp_path / "big.jsonl", make_convs(10000, seed=5))
     out = tmp_path / "shards"
     old = None
     if with_old_output:
