@@ -119,7 +119,7 @@ VOCABULARY: dict[str, dict[str, str]] = {
         "time": "TIME",
         "timetz": "TIME",
         "timestamp": "DATETIME",
-        "timestamptz": "TIMESTAMP",
+        "timestamptz": "DATETIME",  # MySQL has no zoned type; TIMESTAMP would read back as DATETIME
         "interval": "TEXT",
         "binary": "BLOB",
         "json": "JSON",
