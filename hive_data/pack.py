@@ -669,6 +669,10 @@ def _write_split(staging: Path, split: str, docs: np.ndarray, packing: Packing, 
     return writer.close()
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def describe(result: PackResult) -> str:
     """One-paragraph summary of a pack for the CLI."""
     m, t = result.manifest, result.manifest["totals"]
@@ -680,7 +684,7 @@ def describe(result: PackResult) -> str:
     dropped = ", ".join(f"{k} {v}" for k, v in t["rows_dropped"].items()) or "none"
     splits = ", ".join(f"{s} {v['rows']} rows / {v['sequences']} sequences" for s, v in t["splits"].items())
     return (
-        f"packed {t['rows_packed']} of {t['rows_in']} rows into {t['sequences']} sequences of {m['seq']} tokens "
+        f"packed {t['rows_packed']} of {t['rows_in']} rows into {_n(t['sequences'], 'sequence')} of {m['seq']} tokens "
         f"({splits}), {t['tokens']} tokens, {t['loss_tokens']} under loss, fill {t['fill_efficiency']:.2%}, "
         f"{len(m['shards'])} shard file(s) in {result.output}\n"
         f"dropped: {dropped}" + (f" (listed in {result.output / REJECTS})" if t["rows_dropped"] else "")
