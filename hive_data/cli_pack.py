@@ -269,10 +269,20 @@ def decode_row(opened, split: str, k: int, tokenizer_name: str | None, color: bo
     """Row `k` of `split`, document by document, loss-carrying text highlighted (colour, or ⟦...⟧)."""
     import numpy as np
 
-    from hive_data.pack import load_tokenizer
+    from hive_data.errors import ShardError
+    from hive_data.pack import load_tokenizer, tokenizer_info
 
     table = check_row(opened, split, k)
-    tokenizer = load_tokenizer(tokenizer_name or opened.manifest["tokenizer"]["name_or_path"])
+    packed_with = opened.manifest.get("tokenizer") or {}
+    name = tokenizer_name or packed_with.get("name_or_path")
+    tokenizer = load_tokenizer(name)
+    if packed_with.get("sha256") and tokenizer_info(tokenizer)["sha256"] != packed_with["sha256"]:
+        # decoding with another tokenizer would print plausible but wrong text
+        raise ShardError(
+            f"tokenizer {name} does not match the one the shards were packed with "
+            f"({packed_with.get('name_or_path')}, sha256 {packed_with['sha256'][:12]}); pass that one with --tokenizer",
+            file=str(name),
+        )
     rec = table.slice(k, 1).to_pylist()[0]
     ids = np.asarray(rec["input_ids"])
     mask = np.asarray(rec["completion_mask"])

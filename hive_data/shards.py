@@ -214,7 +214,34 @@ def read_manifest(root: str | os.PathLike) -> dict:
     for key in ("seq", "shards"):
         if key not in manifest:
             raise ShardError(f"manifest lacks {key!r}", file=str(path))
+    _check_entries(manifest, path)
     return manifest
+
+
+def _check_entries(manifest: dict, path: Path) -> None:
+    """The shard list is well formed: no entry can crash a reader, name a file twice (training on it
+    twice) or name a split that no reader looks for."""
+    seq = manifest["seq"]
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise ShardError(f"manifest 'seq' must be a positive integer, got {seq!r}", file=str(path))
+    shards = manifest["shards"]
+    if not isinstance(shards, list):
+        raise ShardError("manifest 'shards' must be a list", file=str(path))
+    seen: set[str] = set()
+    for i, info in enumerate(shards):
+        if not isinstance(info, dict):
+            raise ShardError(f"manifest shards[{i}] is not an object", file=str(path))
+        for key, kind in (("split", str), ("file", str), ("rows", int), ("tokens", int), ("bytes", int)):
+            value = info.get(key)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ShardError(
+                    f"manifest shards[{i}] {key!r} is missing or not a {kind.__name__}", file=str(path)
+                )
+        if info["split"] not in SPLITS:
+            raise ShardError(f"manifest shards[{i}] has unknown split {info['split']!r}", file=str(path))
+        if info["file"] in seen:
+            raise ShardError(f"manifest lists shard {info['file']!r} twice", file=str(path))
+        seen.add(info["file"])
 
 
 def _map_table(path: Path) -> pa.Table:
@@ -244,7 +271,10 @@ def open_shards(root: str | os.PathLike, *, verify: str = "size") -> Shards:
     for info in manifest["shards"]:
         path = root / info["file"]
         if Path(info["file"]).name != info["file"]:
-            raise ShardError(f"manifest names a path outside the shard directory: {info['file']!r}", file=str(root / MANIFEST))
+            raise ShardError(
+                f"manifest names a path outside the shard directory: {info['file']!r}",
+                file=str(root / MANIFEST),
+            )
         if not path.is_file():
             raise ShardError("shard listed in the manifest is missing", file=str(path))
         size = path.stat().st_size
@@ -253,10 +283,12 @@ def open_shards(root: str | os.PathLike, *, verify: str = "size") -> Shards:
                 f"shard is {size} bytes but the manifest says {info['bytes']} (truncated or replaced)",
                 file=str(path),
             )
-        if verify == "sha256" and sha256_file(path) != info["sha256"]:
+        if verify == "sha256" and sha256_file(path) != info.get("sha256"):
             raise ShardError("shard content does not match the manifest's sha256 (corrupted)", file=str(path))
         table = _map_table(path)
-        tokens = sum(c.offsets[-1].as_py() - c.offsets[0].as_py() for c in table.column("input_ids").chunks if len(c))
+        tokens = sum(
+            c.offsets[-1].as_py() - c.offsets[0].as_py() for c in table.column("input_ids").chunks if len(c)
+        )
         if table.num_rows != info["rows"] or tokens != info["tokens"]:
             raise ShardError(
                 f"shard holds {table.num_rows} rows / {tokens} tokens, manifest says "
