@@ -30,6 +30,7 @@ from hive_data.errors import SQLError
 
 EXPLAINABLE = (exp.Select, exp.SetOperation, exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Values)
 VERIFY_LEVELS = ("parse", "explain")
+SANDBOX_ROLE = "hive_sandbox"  # runs dataset SQL in PostgreSQL, without privileges beyond its scratch schemas
 _BARE = (
     exp.Condition,
     exp.Alias,
@@ -204,8 +205,26 @@ class ExplainVerifier:
         self.timeout_ms = int(timeout_ms)
         self.prefix = re.sub(r"\W", "_", prefix).lower()
         self.conn = self._connect()
+        self.role = self._sandbox_role()
         self.schemas: dict[str, str | SQLError] = {}  # insertion order = age, for eviction
         self.max_schemas = max_schemas
+
+    def _sandbox_role(self) -> str | None:
+        """Dataset text runs as a role without privileges: kept INSERTs execute when the scratch schema is
+        built, and as a superuser they could call server-side file functions (`lo_export`,
+        `pg_read_file`). Only needed, and only possible, when connected as a superuser (the embedded
+        server); the role is created once per server."""
+        row = self.conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+        if not row or not row[0]:
+            return None
+        self.conn.execute(
+            f"DO $$ BEGIN CREATE ROLE {SANDBOX_ROLE} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE; "
+            "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+        )
+        return SANDBOX_ROLE
+
+    def _as_sandbox(self) -> str:
+        return f"SET LOCAL ROLE {self.role}; " if self.role else ""
 
     def _connect(self):
         conn = self._psycopg.connect(self.uri, autocommit=True)
@@ -252,10 +271,12 @@ class ExplainVerifier:
         if got is None:
             name = f"{self.prefix}_{key}"
             body = ";\n".join(s.rstrip().rstrip(";") for s in (schema, *data) if s.strip())
+            owner = f" AUTHORIZATION {self.role}" if self.role else ""
             try:
                 self._run(
-                    f'BEGIN; DROP SCHEMA IF EXISTS "{name}" CASCADE; CREATE SCHEMA "{name}"; '
-                    f'SET LOCAL search_path TO "{name}"; SET LOCAL statement_timeout = {self.timeout_ms * 4};\n'
+                    f'BEGIN; DROP SCHEMA IF EXISTS "{name}" CASCADE; CREATE SCHEMA "{name}"{owner}; '
+                    f'{self._as_sandbox()}SET LOCAL search_path TO "{name}"; '
+                    f"SET LOCAL statement_timeout = {self.timeout_ms * 4};\n"
                     f"{body};\nCOMMIT"
                 )
                 got = name
@@ -283,7 +304,7 @@ class ExplainVerifier:
             )
         name = self.schema(schema, data)
         prefix = (
-            f'BEGIN READ ONLY; SET LOCAL search_path TO "{name}"; '
+            f'BEGIN READ ONLY; {self._as_sandbox()}SET LOCAL search_path TO "{name}"; '
             f"SET LOCAL statement_timeout = {self.timeout_ms}; SET LOCAL lock_timeout = {self.timeout_ms}; EXPLAIN "
         )
         try:
