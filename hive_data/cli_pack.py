@@ -163,8 +163,9 @@ def inspect(shards, row, split, plot, tokenizer, verify, color):
 
     opened = open_shards(shards, verify=verify)
     manifest = opened.manifest
-    if row is not None:
+    if row is not None:  # refuse a bad row or tokenizer before printing anything
         check_row(opened, split, row)
+        tokenizer = matching_tokenizer(opened, tokenizer)
     click.echo(summary(manifest))
     click.echo("")
     click.echo(text_histogram(manifest.get("totals", {}).get("length_histogram")))
@@ -265,24 +266,32 @@ def check_row(opened, split: str, k: int):
     return table
 
 
-def decode_row(opened, split: str, k: int, tokenizer_name: str | None, color: bool) -> str:
-    """Row `k` of `split`, document by document, loss-carrying text highlighted (colour, or ⟦...⟧)."""
-    import numpy as np
-
+def matching_tokenizer(opened, tokenizer_name: str | None):
+    """The tokenizer named (default: the manifest's), refused unless it is the one the shards were packed
+    with: decoding with another one prints plausible but wrong text."""
     from hive_data.errors import ShardError
     from hive_data.pack import load_tokenizer, tokenizer_info
 
-    table = check_row(opened, split, k)
     packed_with = opened.manifest.get("tokenizer") or {}
     name = tokenizer_name or packed_with.get("name_or_path")
     tokenizer = load_tokenizer(name)
     if packed_with.get("sha256") and tokenizer_info(tokenizer)["sha256"] != packed_with["sha256"]:
-        # decoding with another tokenizer would print plausible but wrong text
         raise ShardError(
-            f"tokenizer {name} does not match the one the shards were packed with "
+            f"tokenizer does not match the one the shards were packed with "
             f"({packed_with.get('name_or_path')}, sha256 {packed_with['sha256'][:12]}); pass that one with --tokenizer",
             file=str(name),
         )
+    return tokenizer
+
+
+def decode_row(opened, split: str, k: int, tokenizer, color: bool) -> str:
+    """Row `k` of `split`, document by document, loss-carrying text highlighted (colour, or ⟦...⟧).
+    `tokenizer` is a loaded tokenizer, or a name for `matching_tokenizer`."""
+    import numpy as np
+
+    table = check_row(opened, split, k)
+    if tokenizer is None or isinstance(tokenizer, str):
+        tokenizer = matching_tokenizer(opened, tokenizer)
     rec = table.slice(k, 1).to_pylist()[0]
     ids = np.asarray(rec["input_ids"])
     mask = np.asarray(rec["completion_mask"])
