@@ -89,6 +89,12 @@ RECORD_FORMATS = ("gretel", "create_context", "spider", "messages", "prompt_comp
 )
 @click.option("--map", "mapping", default=None, help="Column mapping field=column,... for the record format.")
 @click.option("--force", is_flag=True, help="Rebuild even when the output already holds this exact pack.")
+@click.option(
+    "--trust-remote-code",
+    is_flag=True,
+    help="Allow a tokenizer that needs its own Python code (from its directory or the hub) to run it. "
+    "Off by default: such a tokenizer is refused.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @cli_errors
 def pack(
@@ -107,6 +113,7 @@ def pack(
     fmt,
     mapping,
     force,
+    trust_remote_code,
     quiet,
 ):
     """Tokenize, loss-mask and pack INPUTS (files, directories or hub ids) into Arrow shards.
@@ -134,6 +141,7 @@ def pack(
         fmt=fmt,
         mapping=parse_mapping(mapping) or None,
         force=force,
+        trust_remote_code=trust_remote_code,
         progress=not quiet,
     )
     click.echo(describe(result))

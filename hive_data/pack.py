@@ -25,6 +25,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -88,6 +89,7 @@ class PackConfig:
     batch_rows: int = 1000
     force: bool = False
     progress: bool = True
+    trust_remote_code: bool = False  # a tokenizer that needs its own Python code is refused unless True
 
     def check(self) -> None:
         if self.seq < 16:
@@ -112,7 +114,7 @@ class PackConfig:
 
     def output_options(self) -> dict:
         """The options that decide the output bytes (num_proc, batch size and progress do not)."""
-        skip = {"tokenizer", "num_proc", "batch_rows", "force", "progress"}
+        skip = {"tokenizer", "num_proc", "batch_rows", "force", "progress", "trust_remote_code"}
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
@@ -127,14 +129,24 @@ class PackResult:
 # ---------------------------------------------------------------------------------------- tokenizer
 
 
-def load_tokenizer(name_or_path: str):
-    """A Hugging Face fast tokenizer by hub id or local directory; `PackError` when it cannot be loaded."""
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    """A Hugging Face fast tokenizer by hub id or local directory; `PackError` when it cannot be loaded.
+
+    A tokenizer that needs its own Python code is refused unless `trust_remote_code` (passing False
+    explicitly also keeps transformers from asking on stdin whether to run it)."""
     try:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(name_or_path)
+        return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except Exception as err:  # transformers raises OSError, ValueError, HF hub errors...
-        raise PackError(f"cannot load tokenizer {name_or_path!r}: {type(err).__name__}: {err}") from None
+        message = " ".join(str(err).split())  # one line, whatever transformers wrote
+        if "trust_remote_code" in message:
+            raise PackError(
+                f"tokenizer {name_or_path!r} needs to run its own Python code; refused "
+                "(pass --trust-remote-code if you trust it)",
+                file=str(name_or_path),
+            ) from None
+        raise PackError(f"cannot load tokenizer {name_or_path!r}: {type(err).__name__}: {message}") from None
 
 
 def tokenizer_info(tokenizer) -> dict:
@@ -224,11 +236,13 @@ def first_occurrences(hashes: np.ndarray) -> np.ndarray:
 _RENDERER: ChatRenderer | None = None
 
 
-def _init_worker(tokenizer_name: str, loss: str, think: str) -> None:
+def _init_worker(tokenizer_name: str, loss: str, think: str, trust_remote_code: bool = False) -> None:
     global _RENDERER
+    # Ctrl-C goes to the whole process group; the parent alone handles it and terminates the pool
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already
     if _RENDERER is None:  # inherited through fork when available
-        _RENDERER = ChatRenderer(load_tokenizer(tokenizer_name), loss=loss, think=think)
+        _RENDERER = ChatRenderer(load_tokenizer(tokenizer_name, trust_remote_code), loss=loss, think=think)
 
 
 def _encode_task(conversations: list[list[dict]]):
@@ -323,7 +337,14 @@ def _map_ordered(fn, batches: Iterable, workers: int, init_args: tuple) -> Itera
         return
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     ctx = multiprocessing.get_context(method)
-    with ctx.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
+    # SIGINT stays blocked while the workers start (they inherit the mask) so that a Ctrl-C cannot hit
+    # one before its initializer ignores it; the parent gets such a Ctrl-C once it unblocks.
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        pool_cm = ctx.Pool(workers, initializer=_init_worker, initargs=init_args)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    with pool_cm as pool:
         pending: deque = deque()
         for batch in batches:
             pending.append(pool.apply_async(fn, (batch,)))
@@ -456,7 +477,7 @@ def pack_dataset(
     _check_replaceable(output)
     remove_stale(output)
 
-    tokenizer = load_tokenizer(config.tokenizer)
+    tokenizer = load_tokenizer(config.tokenizer, config.trust_remote_code)
     renderer = ChatRenderer(tokenizer, loss=config.loss, think=config.think)
     tok_info = tokenizer_info(tokenizer)
     template_sha = chat_template_sha256(tokenizer)
@@ -507,7 +528,7 @@ def _build(inputs, staging: Path, config: PackConfig, renderer, tok_info, templa
         try:
             _RENDERER = renderer  # workers forked from here inherit it; workers=1 uses it directly
             convs = _conversations(inputs, config, rows, rejects, counts, bar)
-            init = (config.tokenizer, config.loss, config.think)
+            init = (config.tokenizer, config.loss, config.think, config.trust_remote_code)
             done = 0
             for result in _map_ordered(_encode_task, _batched(convs, config.batch_rows), workers, init):
                 hashes, ids, mask, lengths, errors = result
