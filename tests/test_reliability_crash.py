@@ -348,15 +348,7 @@ def assert_clean_interrupt(proc: subprocess.Popen) -> str:
 @pytest.mark.parametrize(
     ("phase", "num_proc"),
     [
-        pytest.param(
-            "read",
-            2,
-            marks=pytest.mark.xfail(
-                strict=False,  # a race: the parent may terminate a worker before it prints
-                reason="pack's fork-pool workers do not ignore SIGINT: each prints a KeyboardInterrupt "
-                "traceback (fix: SIG_IGN in hive_data.pack._init_worker, as dataset workers do)",
-            ),
-        ),
+        ("read", 2),
         ("shards", 1),
         ("manifest", 1),
     ],
