@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -39,7 +40,13 @@ def cli_errors(fn):
             if os.environ.get("HIVE_DEBUG"):
                 traceback.print_exc()
             where = f"{err.filename}: " if getattr(err, "filename", None) else ""
-            fail(f"{where}{err.strerror or err}")
+            full = err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+            hint = (
+                " (disk full or file size limit; outputs that were complete before are intact)"
+                if full
+                else ""
+            )
+            fail(f"{where}{err.strerror or err}{hint}")
         except click.exceptions.Exit:
             raise
         except click.ClickException:

@@ -282,8 +282,14 @@ class _Spill:
         self.loss: list[np.ndarray] = []
 
     def append(self, hashes: np.ndarray, ids: np.ndarray, mask: np.ndarray, lengths: np.ndarray) -> None:
-        ids.astype(np.int32, copy=False).tofile(self._ids)
-        mask.astype(np.int8, copy=False).tofile(self._mask)
+        for fh, path, arr in (
+            (self._ids, self.ids_path, np.ascontiguousarray(ids, dtype=np.int32)),
+            (self._mask, self.mask_path, np.ascontiguousarray(mask, dtype=np.int8)),
+        ):
+            try:  # file.write, not ndarray.tofile: a full disk then raises ENOSPC/EFBIG, not a short count
+                fh.write(arr.data)
+            except OSError as err:
+                raise OSError(err.errno, err.strerror or str(err), str(path)) from None
         self.hashes.append(hashes)
         self.lengths.append(lengths.astype(np.int64, copy=False))
         if len(lengths):
