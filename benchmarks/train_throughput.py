@@ -119,7 +119,6 @@ def run_trl(
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
     from trl import SFTConfig, SFTTrainer
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from hive_data.trl_compat import load_for_trl
 
@@ -145,14 +144,16 @@ def run_trl(
         target_modules=TARGETS,
         task_type="CAUSAL_LM",
     )
-    counted: list[int] = []
-    docs: list[np.ndarray] = []
-    inner = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
+    fetched: list[tuple[int, np.ndarray]] = []  # (tokens, document lengths) per row, in fetch order
+    dataset = load_for_trl(shards, "train")
+    to_trl = dataset.format["format_kwargs"]["transform"]
 
-    def collate(examples):
-        counted.append(sum(len(e["input_ids"]) for e in examples))
-        docs.append(np.concatenate([np.asarray(e["seq_lengths"]) for e in examples]))
-        return inner(examples)
+    def counting(batch):  # the same transform, counting the rows the trainer reads
+        for ids, lengths in zip(batch["input_ids"], batch["seq_lengths"]):
+            fetched.append((len(ids), np.asarray(lengths)))
+        return to_trl(batch)
+
+    dataset.set_transform(counting)
 
     marks: list[float] = []
 
@@ -182,18 +183,18 @@ def run_trl(
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=load_for_trl(shards, "train"),
+        train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=adapter,
-        data_collator=collate,
         callbacks=[Clock()],
     )
     torch.cuda.reset_peak_memory_stats()
     trainer.train()
     timed = slice(warmup, warmup + steps)
     seconds = marks[warmup + steps - 1] - marks[warmup - 1]
-    tokens = sum(counted[timed])
-    flops = sum(nominal_flops(t, d) for t, d in zip(counted[timed], docs[timed]))
+    rows = fetched[timed.start * ROWS_PER_STEP : timed.stop * ROWS_PER_STEP]
+    tokens = sum(t for t, _ in rows)
+    flops = sum(nominal_flops(t, d) for t, d in rows)
     result = {
         "setup": name,
         "tokens_per_s": tokens / seconds,
@@ -210,7 +211,7 @@ def run_trl(
 # --------------------------------------------------------------------------------------- hive
 
 
-def hive_config(model_dir: Path, tokenizer_dir: Path, steps: int, vram: str):
+def hive_config(model_dir: Path, tokenizer_dir: Path, steps: int, vram: str, **overrides):
     from hive_train.config import TrainConfig, apply_vram_preset
 
     cfg = TrainConfig(
@@ -224,19 +225,28 @@ def hive_config(model_dir: Path, tokenizer_dir: Path, steps: int, vram: str):
         save_every=0,
         warmup_ratio=0.0,
         vram=vram,
+        **overrides,
     )
     cfg, _ = apply_vram_preset(cfg, vram, explicit=set())
     return cfg.validate()
 
 
 def run_hive(
-    name: str, shards: Path, tokenizer_dir: Path, model_dir: Path, *, vram: str, steps: int, warmup: int
+    name: str,
+    shards: Path,
+    tokenizer_dir: Path,
+    model_dir: Path,
+    *,
+    vram: str,
+    steps: int,
+    warmup: int,
+    **overrides,
 ):
     from hive_train.loop import train
     from hive_train.metrics import read_metrics
 
     out = Path(tempfile.mkdtemp(prefix=f"hive-{name}-"))
-    cfg = hive_config(model_dir, tokenizer_dir, warmup + steps, vram)
+    cfg = hive_config(model_dir, tokenizer_dir, warmup + steps, vram, **overrides)
     torch.cuda.reset_peak_memory_stats()
     train(cfg, shards, out, overwrite=True, progress=False)
     records = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r and "step" in r]
@@ -264,15 +274,51 @@ def startup_seconds(shards: Path, tokenizer_dir: Path, model_dir: Path) -> float
     cmd = [
         sys.executable, "-m", "hive_train", str(shards), "-o", str(out), "--overwrite",
         "--model", str(model_dir), "--tokenizer", str(tokenizer_dir), "--vram", "80",
-        "--max-steps", "1", "--eval-every", "0", "--save-every", "0", "--quiet",
+        "--max-steps", "1", "--eval-every", "0", "--save-every", "0",
     ]  # fmt: skip
     started = time.time()
-    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    done = subprocess.run(
+        cmd, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, capture_output=True, text=True
+    )
+    if done.returncode:
+        raise RuntimeError(f"hive-train failed: {done.stderr[-2000:]}")
     from hive_train.metrics import read_metrics
 
     first = next(r for r in read_metrics(out / "metrics.jsonl") if "loss" in r)
     shutil.rmtree(out, ignore_errors=True)
-    return first["wall_time"] - started
+    return {"startup_s": first["wall_time"] - started, "phases_s": first.get("startup")}
+
+
+RUN_FILES = ("adapter/adapter_model.safetensors", "adapter/adapter_config.json", "tokenizer/tokenizer.json",
+             "config.yaml", "metrics.jsonl", "loss.png", "report.md", "generation_config.json")  # fmt: skip
+
+
+def recipe_run(shards: Path, tokenizer_dir: Path, model_dir: Path) -> dict:
+    """The user's command with a shipped recipe, on the GPU: is the run directory complete?"""
+    out = Path(tempfile.mkdtemp(prefix="hive-recipe-"))
+    cmd = [
+        sys.executable, "-m", "hive_train", str(shards), "-o", str(out), "--overwrite",
+        "--config", str(ROOT / "pipelines" / "sql-postgres.yaml"),
+        "--model", str(model_dir), "--tokenizer", str(tokenizer_dir), "--max-steps", "3", "--quiet",
+    ]  # fmt: skip
+    done = subprocess.run(
+        cmd, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, capture_output=True, text=True
+    )
+    present = {name: (out / name).is_file() and (out / name).stat().st_size > 0 for name in RUN_FILES}
+    from hive_train.metrics import read_metrics
+
+    records = read_metrics(out / "metrics.jsonl") if (out / "metrics.jsonl").exists() else []
+    result = {
+        "command": "hive-train SHARDS -o RUN --config pipelines/sql-postgres.yaml --model M --tokenizer T --max-steps 3",
+        "exit": done.returncode,
+        "files_present": all(present.values()),
+        "missing": [n for n, ok in present.items() if not ok],
+        "steps": [r.get("step") for r in records],
+        "val_loss": records[-1].get("val_loss") if records else None,
+        "stderr_tail": done.stderr[-400:] if done.returncode else "",
+    }
+    shutil.rmtree(out, ignore_errors=True)
+    return result
 
 
 # ----------------------------------------------------------------------------------- numerics
@@ -365,7 +411,7 @@ def main() -> None:
     parser.add_argument("--data", default=".bench/train", help="output of make_train_data.py")
     parser.add_argument("--steps", type=int, default=12, help="timed steps per setup")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--only", default="hive,tiers,numerics,startup,trl_tuned,trl_stock")
+    parser.add_argument("--only", default="hive,tiers,numerics,startup,recipe,trl_tuned,trl_stock")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
     import peft
@@ -433,8 +479,11 @@ def main() -> None:
         results["numerics"] = numerics(shards, model_dir)
         print(results["numerics"], flush=True)
     if "startup" in only:
-        results["startup_s"] = startup_seconds(shards, tokenizer_dir, model_dir)
-        print({"startup_s": results["startup_s"]}, flush=True)
+        results["startup"] = startup_seconds(shards, tokenizer_dir, model_dir)
+        print(results["startup"], flush=True)
+    if "recipe" in only:
+        results["recipe_run"] = recipe_run(shards, tokenizer_dir, model_dir)
+        print(results["recipe_run"], flush=True)
     if "trl_tuned" in only:
         results["setups"].append(
             guarded(

@@ -137,16 +137,16 @@ def field_kind(name: str) -> str:
 
 # --vram presets for Qwen3-0.6B-sized models at seq 2048: rows per micro-batch, gradient
 # checkpointing, and the largest adapter rank that tier takes. Rows per optimizer step are kept
-# (accumulation absorbs the change). Estimates from the stock-stack peaks in
-# ../shared/reference/training-notes.md (57 GB at 8 x 2048 tokens without checkpointing, logits
-# included: ~2.5 MB per token; ~6 GB with checkpointing), keeping 10% under each tier. Issue 6
-# measures them on the device machine.
+# (accumulation absorbs the change). On the fast path a step is bound by per-micro-batch launch
+# overhead, so a tier keeps micro-batches large and pays for memory with checkpointing rather than
+# with more, smaller micro-batches (measured on an H100, BENCHMARKS.md: 8 rows with checkpointing
+# peak at ~4 GB, without it at ~25 GB). The 8 GB tier also keeps the base weights 4-bit.
 VRAM_PRESETS: dict[str, dict] = {
-    "8": {"batch_size": 2, "gradient_checkpointing": True, "max_rank": 8, "keep_4bit": True},
-    "12": {"batch_size": 4, "gradient_checkpointing": True, "max_rank": 16},
-    "16": {"batch_size": 8, "gradient_checkpointing": True, "max_rank": 16},
-    "24": {"batch_size": 2, "gradient_checkpointing": False, "max_rank": 32},
-    "80": {"batch_size": 8, "gradient_checkpointing": False, "max_rank": 64},
+    "8": {"batch_size": 8, "gradient_checkpointing": True, "max_rank": 8, "keep_4bit": True},
+    "12": {"batch_size": 16, "gradient_checkpointing": True, "max_rank": 16},
+    "16": {"batch_size": 16, "gradient_checkpointing": True, "max_rank": 16},
+    "24": {"batch_size": 16, "gradient_checkpointing": True, "max_rank": 32},
+    "80": {"batch_size": 16, "gradient_checkpointing": False, "max_rank": 64},
 }
 
 

@@ -202,7 +202,13 @@ def train(
         log(f"note: {note}")
 
     # ---- data: shards, seq, fit with model and tokenizer ------------------------------------
+    phases: dict[str, float] = {}  # seconds since `started` at each start-up milestone
+
+    def mark(name: str) -> None:
+        phases[name] = round(time.perf_counter() - started, 3)
+
     shards = open_shards(shards_dir, verify=verify)
+    mark("shards_opened")
     manifest_path = str(Path(shards_dir) / "manifest.json")
     if cfg.seq is not None and cfg.seq != shards.seq:
         raise ConfigError(
@@ -231,6 +237,7 @@ def train(
     ):
         log(f"warning: {note}")
 
+    mark("tokenizer_checked")
     schedule = build_schedule(
         train_rows.row_tokens,
         seed=cfg.seed,
@@ -273,6 +280,7 @@ def train(
     _write_generation_config(out, cfg, tok_meta)
 
     # ---- model, optimizer, speed switches (all in one place) ---------------------------------
+    mark("run_dir_written")
     device = pick_device(cfg.device)
     dtype = compute_dtype(cfg, device)
     if device.type == "cuda":
@@ -286,6 +294,7 @@ def train(
     except torch.OutOfMemoryError:
         raise TrainError(oom_message(0, cfg.vram, _gpu_total(device))) from None
     model.train()
+    mark("model_loaded")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda" or None
@@ -372,6 +381,10 @@ def train(
                 "elapsed_s": round(time.perf_counter() - started, 3),
                 "wall_time": time.time(),
             }
+            if step == start_step:
+                mark("first_step")
+                record["startup"] = dict(phases)
+                log("start-up: " + ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()))
             if (cfg.eval_every and done % cfg.eval_every == 0) or done == total_steps:
                 record["val_loss"] = val_loss = evaluate(
                     model, val_rows, val_micro, device, backend, autocast, pad

@@ -164,7 +164,8 @@ def test_vram_presets_shrink_micro_batches_and_keep_rows_per_step():
     assert small.gradient_checkpointing and small.rank == 8 and small.alpha == 16  # alpha/rank kept
     assert notes
     big, _ = apply_vram_preset(cfg, "80", explicit=set())
-    assert big.batch_size == 8 and big.grad_accum == 8 and not big.gradient_checkpointing and big.rank == 20
+    assert big.batch_size == 16 and big.grad_accum == 4 and not big.gradient_checkpointing and big.rank == 20
+    assert small.keep_4bit and not big.keep_4bit  # only the smallest tier keeps the base weights 4-bit
     mine, _ = apply_vram_preset(cfg, "8", explicit={"rank", "batch_size"})
     assert mine.rank == 20 and mine.batch_size == 16
 
