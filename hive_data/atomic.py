@@ -64,7 +64,8 @@ def commit_dir(staging: str | os.PathLike, target: str | os.PathLike) -> None:
     """Swap a finished staging directory in as `target`.
 
     Between the two renames `target` briefly does not exist, so a crash leaves either the old
-    complete directory (renamed aside, found by `recover_dir`), the new complete one, or nothing.
+    complete directory, the new complete one, or the old one renamed aside, which the next
+    `remove_stale(target)` puts back.
     """
     staging, target = Path(staging), Path(target)
     for child in staging.rglob("*"):
@@ -85,10 +86,20 @@ def commit_dir(staging: str | os.PathLike, target: str | os.PathLike) -> None:
 
 
 def remove_stale(target: str | os.PathLike) -> None:
-    """Delete leftovers of interrupted writes next to `target` (staging dirs, temp files)."""
+    """Delete leftovers of interrupted writes next to `target` (staging dirs, temp files). A previous
+    complete directory that `commit_dir` had moved aside when it was interrupted, with no `target`
+    in its place, is put back first."""
     target = Path(target)
     if not target.parent.exists():
         return
+    if not target.exists():
+        aside = sorted(
+            (p for p in target.parent.glob(f".{target.name}.old-*") if p.is_dir()),
+            key=lambda p: p.stat().st_mtime,
+        )
+        if aside:
+            os.replace(aside[-1], target)
+            _fsync_dir(target.parent)
     for child in target.parent.glob(f".{target.name}.*"):
         if child.name.endswith((".staging", ".tmp")) or ".old-" in child.name:
             if child.is_dir():
