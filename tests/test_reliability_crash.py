@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from hive_data.atomic import remove_stale
 from hive_data.errors import ShardError
 from hive_data.shards import open_shards
 
@@ -306,6 +307,10 @@ def test_pack_sigkill_at_each_phase_then_rerun_is_identical(pack_case, tmp_path,
         if proc.poll() is None:
             kill_group(proc)
     check_shards_state(out, old)
+    if phase == "commit":
+        assert not out.exists() and list(tmp_path.glob(".out.old-*")), "killed between the swap's renames"
+        remove_stale(out)  # the first thing the next run does: the previous complete output is back
+        assert tree_bytes(out) == old
 
     res = run_cli(pack_args(src, out))
     assert res.returncode == 0, res.stderr
