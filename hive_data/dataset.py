@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hive_data.atomic import atomic_file
+from hive_data.atomic import atomic_file, remove_stale
 from hive_data.errors import ConfigError, HiveError, RecordError, SQLError
 from hive_data.records import (
     FORMATS,
@@ -516,6 +516,8 @@ def normalize_dataset(
     summary = Summary(output=str(output), rejects=str(rejects))
     start = time.perf_counter()
 
+    for target in (output, rejects):  # temporary files of a run that was killed
+        remove_stale(target)
     records = iter_records(src, fmt=cfg.fmt, mapping=cfg.mapping)
     if cfg.verify == "explain" and cfg.pg_uri:
         _write(records, output, rejects, cfg, cfg.pg_uri, procs, summary)
