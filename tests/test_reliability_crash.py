@@ -464,6 +464,9 @@ def test_normalize_sigkill_at_each_phase_then_rerun_is_identical(normalize_case,
     res = run_cli(normalize_args(src, out))
     assert res.returncode == 0, res.stderr
     assert {n: (work / n).read_bytes() for n in visible(work)} == reference
+    assert sorted(p.name for p in work.iterdir()) == sorted(reference), (
+        "the rerun clears the killed run's temp files"
+    )
 
 
 @pytest.mark.slow
