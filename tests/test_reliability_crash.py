@@ -517,3 +517,38 @@ def test_normalize_ctrl_c_stops_cleanly(normalize_case, tmp_path, phase, num_pro
     res = run_cli(normalize_args(src, out, num_proc))
     assert res.returncode == 0, res.stderr
     assert {n: (work / n).read_bytes() for n in visible(work)} == reference
+
+
+def pg_dirs() -> set[Path]:
+    import tempfile
+
+    return set(Path(tempfile.gettempdir()).glob("hive-pg-*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["sigkill", "ctrl-c"])
+def test_normalize_explain_leaves_no_postgres_behind(normalize_case, tmp_path, how):
+    """--verify explain starts its own PostgreSQL (a detached server): it is stopped and its directory
+    deleted when the command is killed or interrupted, not left running."""
+    src, _, _ = normalize_case
+    before = pg_dirs()
+    args = normalize_args(src, tmp_path / "clean.jsonl") + ["--verify", "explain"]
+    proc, mark = start_paused(args, "read", tmp_path)
+    try:
+        wait_paused(proc, mark)
+        ours = pg_dirs() - before
+        assert len(ours) == 1, ours
+        pid = int((next(iter(ours)) / "postmaster.pid").read_text().split()[0])
+        if how == "sigkill":
+            sigkill_main(proc)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+            assert_clean_interrupt(proc)
+    finally:
+        if proc.poll() is None:
+            kill_group(proc)
+    deadline = time.monotonic() + 30
+    while (Path(f"/proc/{pid}").exists() or next(iter(ours)).exists()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{pid}").exists(), "the embedded PostgreSQL outlived the command"
+    assert not next(iter(ours)).exists(), "its data directory is deleted"
