@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from hive_data.cli_util import cli_errors
+from hive_data.cli_util import cli_errors, recipe_option
 from hive_data.errors import ConfigError, DDLError
 
 SQL_SUFFIXES = (".sql", ".ddl")
@@ -181,6 +181,7 @@ def _summary(dropped: Counter, files: int) -> str:
     type=click.IntRange(min=1),
     help="Datasets: worker processes (default: all cores).",
 )
+@recipe_option("normalize")
 @cli_errors
 def normalize(
     input_path: str,

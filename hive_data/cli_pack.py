@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from hive_data.chat import LOSS_POLICIES, THINK_POLICIES
-from hive_data.cli_util import cli_errors
+from hive_data.cli_util import cli_errors, recipe_option
 from hive_data.pack import OVERLONG_POLICIES, PackConfig
 
 DEFAULTS = PackConfig()
@@ -95,6 +95,7 @@ RECORD_FORMATS = ("gretel", "create_context", "spider", "messages", "prompt_comp
     help="Allow a tokenizer that needs its own Python code (from its directory or the hub) to run it. "
     "Off by default: such a tokenizer is refused.",
 )
+@recipe_option("pack")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @cli_errors
 def pack(

@@ -79,3 +79,34 @@ class LazyGroup(click.Group):
             module = __import__(module_name, fromlist=[attr])
             return getattr(module, attr)
         return super().get_command(ctx, name)
+
+
+def recipe_option(section: str):
+    """A `--config RECIPE` option: the recipe's `section` fills this command's option defaults.
+
+    It is eager, so it is read before the other options, and it only changes defaults: flags given
+    on the command line still win. Unknown keys are refused with file, line and column.
+    """
+
+    def load(ctx: click.Context, param: click.Parameter, value):
+        if value is None:
+            return None
+        from hive_data.recipe import check_keys, load_recipe
+
+        names = {p.name for p in ctx.command.params if isinstance(p, click.Option)} - {"config", "help"}
+        try:
+            recipe = load_recipe(value)
+            check_keys(recipe, section, names)
+        except HiveError as err:
+            raise click.BadParameter(str(err), ctx=ctx, param=param) from None
+        ctx.default_map = {**(ctx.default_map or {}), **recipe.section(section)}
+        return value
+
+    return click.option(
+        "--config",
+        type=click.Path(dir_okay=False),
+        is_eager=True,
+        expose_value=False,
+        callback=load,
+        help=f"Recipe YAML (pipelines/*.yaml) whose `{section}` section sets this command's defaults; flags override it.",
+    )
