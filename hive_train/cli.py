@@ -95,6 +95,12 @@ def _free_gib() -> float | None:
     "or dequantize them once to the compute dtype (fastest; the default).",
 )
 @click.option(
+    "--trust-remote-code",
+    is_flag=True,
+    help="Allow a model or tokenizer that runs its own Python code (config auto_map); only this flag "
+    "turns it on, never a recipe.",
+)
+@click.option(
     "--resume", is_flag=True, help="Continue from the newest complete checkpoint in the run directory."
 )
 @click.option("--overwrite", is_flag=True, help="Delete an existing run directory and start over.")
