@@ -61,6 +61,8 @@ class TrainConfig:
     # keep the base weights 4-bit in memory and dequantize per use (the 8 GB tier) instead of once
     keep_4bit: bool = False
     vram: str | None = None  # a --vram preset; None = no preset
+    # a model or tokenizer that needs its own Python code (config `auto_map`) is refused unless True
+    trust_remote_code: bool = False
     # cadence
     eval_every: int = 200
     save_every: int = 500

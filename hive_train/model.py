@@ -42,12 +42,24 @@ class ModelInfo:
         return self.layers * (attn + mlp)
 
 
-def read_model_info(name: str) -> ModelInfo:
+REMOTE_CODE = (
+    "needs to run its own Python code (auto_map); refused (pass --trust-remote-code if you trust it)"
+)
+
+
+def _remote_code_refused(err: Exception) -> bool:
+    return "trust_remote_code" in str(err)
+
+
+def read_model_info(name: str, trust_remote_code: bool = False) -> ModelInfo:
+    """Passing `trust_remote_code=False` explicitly also keeps transformers from asking on stdin."""
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(name)
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
+        if _remote_code_refused(err):
+            raise TrainError(f"model {REMOTE_CODE}", file=name) from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise TrainError(f"cannot load model config ({first})", file=name) from None
     config = getattr(config, "text_config", None) or config
@@ -147,14 +159,16 @@ def has_tokenizer_files(source: str) -> bool:
     return Path(source).is_dir() and any((Path(source) / name).is_file() for name in TOKENIZER_FILES)
 
 
-def load_tokenizer(source: str):
+def load_tokenizer(source: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     if Path(source).is_dir() and not has_tokenizer_files(source):
         raise TrainError("no tokenizer files in this directory", file=source)
     try:
-        return AutoTokenizer.from_pretrained(source)
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError) as err:
+        if _remote_code_refused(err):
+            raise TrainError(f"tokenizer {REMOTE_CODE}", file=source) from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise TrainError(f"cannot load tokenizer ({first})", file=source) from None
 
@@ -192,7 +206,12 @@ def load_base(cfg: TrainConfig, device: torch.device, dtype: torch.dtype):
 
     attention.register()
     hf_logging.disable_progress_bar()  # hive-train shows its own progress
-    kwargs: dict = {"dtype": dtype, "attn_implementation": attention.NAME, "device_map": {"": str(device)}}
+    kwargs: dict = {
+        "dtype": dtype,
+        "attn_implementation": attention.NAME,
+        "device_map": {"": str(device)},
+        "trust_remote_code": cfg.trust_remote_code,
+    }
     if cfg.quant == "nf4":
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
@@ -205,6 +224,8 @@ def load_base(cfg: TrainConfig, device: torch.device, dtype: torch.dtype):
             warnings.simplefilter("ignore")
             model = AutoModelForCausalLM.from_pretrained(cfg.model, **kwargs)
     except (OSError, ValueError) as err:
+        if _remote_code_refused(err):
+            raise TrainError(f"model {REMOTE_CODE}", file=cfg.model) from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise TrainError(f"cannot load model ({first})", file=cfg.model) from None
     if model.config._attn_implementation != attention.NAME:  # never silently eager
