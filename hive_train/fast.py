@@ -137,6 +137,7 @@ class FastAdapters:
     keep_4bit: bool
     layers: list[_Layer] = field(default_factory=list)
     stale: bool = True
+    covers_all: bool = False  # every adapted layer of the model runs here (none kept peft's forward)
     _groups: dict = field(default_factory=dict)
 
     @classmethod
@@ -149,8 +150,12 @@ class FastAdapters:
         from peft.tuners.lora import LoraLayer
 
         fast = cls(dtype=dtype, keep_4bit=keep_4bit)
+        adapted = 0
         for module in model.modules():
-            if not isinstance(module, LoraLayer) or len(module.lora_A) != 1:
+            if not isinstance(module, LoraLayer):
+                continue
+            adapted += 1
+            if len(module.lora_A) != 1:
                 continue
             base = module.get_base_layer()
             if type(base).__name__ not in ("Linear", "Linear4bit") or getattr(
@@ -177,6 +182,7 @@ class FastAdapters:
             if not hasattr(module, "_hive_stock_forward"):
                 module._hive_stock_forward = module.forward
             module.forward = types.MethodType(_fast_forward, module)
+        fast.covers_all = adapted == len(fast.layers)
         fast._build_groups()
         return fast
 

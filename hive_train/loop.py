@@ -1,10 +1,14 @@
 """The training run: setup from shards + config, then one readable loop.
 
 Order of operations per optimizer step: set the learning rate, forward + backward every
-micro-batch (each loss is a *sum* over its loss tokens divided by the loss tokens of the whole
-step, so the step's gradient is the gradient of the mean over all its loss tokens, however it is
-split), check the loss is finite, clip, step, zero the gradients, log, then evaluate and save on
-their cadence.
+micro-batch of this process's share (each loss is a *sum* over its loss tokens divided by the loss
+tokens of the whole step, so the step's gradient is the gradient of the mean over all its loss
+tokens, however it is split, over micro-batches or over data-parallel ranks), sum the adapter
+gradients over ranks, check the loss is finite, clip, step, zero the gradients, log, then evaluate
+and save on their cadence.
+
+Under torchrun (`hive_train.distributed`) every rank runs this same loop; rank 0 alone writes the
+run directory and shows progress.
 """
 
 from __future__ import annotations
@@ -26,9 +30,18 @@ import yaml
 from hive_data.atomic import atomic_file, commit_dir, new_staging_dir, remove_stale
 from hive_data.errors import ConfigError, TrainError
 from hive_data.shards import open_shards
-from hive_train import attention, checkpoint
+from hive_train import attention, checkpoint, distributed
 from hive_train.config import TrainConfig, oom_message
-from hive_train.data import MicroBatch, RowTable, build_schedule, eval_batches, flatten, micro_capacity
+from hive_train.data import (
+    MicroBatch,
+    RowTable,
+    build_schedule,
+    eval_batches,
+    flatten,
+    micro_capacity,
+    shard_micro_batches,
+)
+from hive_train.distributed import pick_device  # noqa: F401  (re-exported: the loop's device rule)
 from hive_train.fast import linear_cross_entropy_sum
 from hive_train.metrics import MetricsLog, peak_flops, peak_memory_gb, read_metrics, step_flops
 from hive_train.model import (
@@ -99,9 +112,11 @@ def micro_loss(model, batch: MicroBatch, backend: str) -> torch.Tensor:
     return F.cross_entropy(head(hidden).float(), batch.targets, reduction="sum")
 
 
-def forward_backward(model, batches: list[MicroBatch], backend: str, autocast) -> tuple[float, int]:
-    """Accumulate the gradient of the mean loss over all loss tokens of `batches`; return (mean loss, tokens)."""
-    denom = sum(b.loss_tokens for b in batches)
+def accumulate(model, batches: list[MicroBatch], backend: str, autocast, denom: int) -> torch.Tensor:
+    """Backward through every micro-batch's loss sum divided by `denom`, the loss tokens of the
+    whole optimizer step (over all ranks); return the summed loss / `denom` as a float64 tensor on
+    the device (no host sync). Summed over ranks, the gradients and the returned value are those
+    of the mean over all the step's loss tokens."""
     total = None
     for batch in batches:
         with autocast():
@@ -109,7 +124,15 @@ def forward_backward(model, batches: list[MicroBatch], backend: str, autocast) -
         (loss / max(denom, 1)).backward()
         # summed on the device: one host sync per step, not one per micro-batch
         total = loss.detach().double() if total is None else total + loss.detach().double()
-    return float(total) / max(denom, 1), denom
+    if total is None:  # a data-parallel rank with no micro-batch in this step
+        return torch.zeros((), dtype=torch.float64)
+    return total / max(denom, 1)
+
+
+def forward_backward(model, batches: list[MicroBatch], backend: str, autocast) -> tuple[float, int]:
+    """Accumulate the gradient of the mean loss over all loss tokens of `batches`; return (mean loss, tokens)."""
+    denom = sum(b.loss_tokens for b in batches)
+    return float(accumulate(model, batches, backend, autocast, denom)), denom
 
 
 @torch.no_grad()
@@ -122,27 +145,23 @@ def evaluate(
     autocast,
     pad: dict | None = None,
 ) -> float | None:
-    """Mean loss over all loss tokens of the validation split."""
+    """Mean loss over all loss tokens of the validation split.
+
+    Under data parallelism each rank evaluates micro-batches rank, rank + world, ... and the
+    (loss sum, token count) pairs are summed over ranks: every rank gets the same mean.
+    """
     if not micro_rows:
         return None
     model.eval()
     total, count = 0.0, 0
-    for rows in micro_rows:
+    for rows in micro_rows[distributed.rank() :: distributed.world()]:
         batch = flatten(table, rows, **(pad or {})).to(device)
         with autocast():
             total += float(micro_loss(model, batch, backend))
         count += batch.loss_tokens
     model.train()
+    total, count = distributed.all_reduce_sum([total, count])
     return total / count if count else None
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA device is available")
-    return device
 
 
 def _versions() -> dict:
@@ -301,7 +320,10 @@ def train(
     )
     if model.hive_fast is not None:  # prepared adapter weights are refreshed after every step
         model.hive_fast.attach(optimizer)
-    autocast = _autocast(device, dtype)
+    # Autocast only matters for layers outside the fast path: when it covers every adapter, the
+    # frozen base is already in the compute dtype and autocast's per-op dispatch is pure overhead.
+    fast_everywhere = model.hive_fast is not None and model.hive_fast.covers_all
+    autocast = contextlib.nullcontext if fast_everywhere else _autocast(device, dtype)
     val_micro = (
         eval_batches(val_rows, batch_size=cfg.batch_size, tokens_per_micro=cfg.tokens_per_micro)
         if val_rows
