@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from hive_data.atomic import commit_dir, new_staging_dir, remove_stale
 from hive_data.errors import TrainError
-from hive_train.model import trainable_state
+from hive_train.model import safetensors_os_errors, trainable_state
 
 CHECKPOINTS = "checkpoints"
 FILES = ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors")
@@ -60,6 +60,11 @@ def _rng_tensors() -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _save(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    with safetensors_os_errors(path):  # a full disk is an OSError naming the file, not an internal error
+        save_file(tensors, path)
+
+
 def save_checkpoint(
     run_dir: str | os.PathLike, step: int, model, optimizer, state: dict, keep: int = 2
 ) -> Path:
@@ -68,12 +73,12 @@ def save_checkpoint(
     remove_stale(target)
     staging = new_staging_dir(target)
     try:
-        save_file(
+        _save(
             {k: v.detach().contiguous().cpu() for k, v in trainable_state(model).items()}, staging / FILES[0]
         )
         tensors, opt_json = _optimizer_tensors(optimizer)
-        save_file(tensors, staging / FILES[1])
-        save_file(_rng_tensors(), staging / FILES[2])
+        _save(tensors, staging / FILES[1])
+        _save(_rng_tensors(), staging / FILES[2])
         payload = dict(state, step=step, optimizer=opt_json, files=list(FILES))
         (staging / "state.json").write_text(
             json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8"

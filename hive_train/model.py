@@ -8,7 +8,11 @@ compute dtype; bf16 comes from autocast on CUDA.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,7 +170,7 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
         raise TrainError("no tokenizer files in this directory", file=source)
     try:
         return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, TypeError) as err:
+    except Exception as err:  # a damaged tokenizer.json raises the tokenizers library's bare Exception
         if _remote_code_refused(err):
             raise TrainError(f"tokenizer {REMOTE_CODE}", file=source) from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -294,6 +298,22 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
 
 def save_adapter(model, directory: str | Path) -> None:
     """PEFT format: `adapter_config.json` + `adapter_model.safetensors`."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), safetensors_os_errors(Path(directory) / "adapter_model.safetensors"):
         warnings.simplefilter("ignore")
         model.save_pretrained(str(directory), safe_serialization=True)
+
+
+@contextlib.contextmanager
+def safetensors_os_errors(path: str | Path) -> Iterator[None]:
+    """Re-raise a safetensors I/O failure as the `OSError` it was, naming `path`.
+
+    safetensors reports a full disk as `SafetensorError: ... File too large (os error 27)`, without
+    the file and not as an OSError, so the CLI edge took it for an internal error."""
+    try:
+        yield
+    except Exception as err:
+        found = re.search(r"os error (\d+)", str(err))
+        if type(err).__name__ != "SafetensorError" or not found:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from None
