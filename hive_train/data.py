@@ -12,7 +12,7 @@ kernel. Loss positions are those whose *next* token is a completion token of the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +28,7 @@ class RowTable:
     doc_lengths: np.ndarray  # all document lengths, int32
     doc_offsets: np.ndarray  # row r's documents are doc_lengths[doc_offsets[r]:doc_offsets[r+1]]
     mask: np.ndarray  # completion mask, int8, aligned with ids
+    _loss_tokens: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def rows(self) -> int:
@@ -36,6 +37,35 @@ class RowTable:
     @property
     def row_tokens(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+    def doc_lengths_of(self, rows: np.ndarray) -> np.ndarray:
+        """The (non-empty) document lengths of `rows`, in order."""
+        lengths = _gather(self.doc_lengths, self.doc_offsets, np.asarray(rows, dtype=np.int64))
+        return lengths[lengths > 0]
+
+    def row_loss_tokens(self) -> np.ndarray:
+        """Loss tokens each row contributes to any micro-batch holding it (int64, per row).
+
+        A token is a target when it is a completion token and not the first of its document, so
+        the count is additive over rows: a step's loss-token total is known from its row indices
+        alone, without flattening (every data-parallel rank computes the same global count).
+        Memory stays O(rows + documents).
+        """
+        if self._loss_tokens is None:
+            counts = np.zeros(self.rows, dtype=np.int64)
+            nonempty = np.flatnonzero(self.offsets[1:] > self.offsets[:-1])
+            if len(nonempty):
+                counts[nonempty] = np.add.reduceat(self.mask, self.offsets[nonempty], dtype=np.int64)
+            # completion tokens at document starts are never targets: subtract them per row
+            lengths = self.doc_lengths.astype(np.int64)
+            starts = np.cumsum(lengths) - lengths
+            real = (lengths > 0) & (starts < len(self.mask))
+            at_start = np.zeros(len(lengths), dtype=np.int64)
+            at_start[real] = self.mask[starts[real]] != 0
+            per_row = np.concatenate([[0], np.cumsum(at_start)])
+            counts -= per_row[self.doc_offsets[1:]] - per_row[self.doc_offsets[:-1]]
+            self._loss_tokens = counts
+        return self._loss_tokens
 
     @classmethod
     def from_arrow(cls, table: pa.Table) -> RowTable:
@@ -260,6 +290,26 @@ def build_schedule(
         ):
             break
     return Schedule(epochs=plans, total_steps=total)
+
+
+def shard_micro_batches(micro_batches: list[np.ndarray], rank: int, world: int) -> list[np.ndarray]:
+    """This rank's disjoint share of one optimizer step's micro-batches (data parallelism).
+
+    Micro-batch m goes to rank m % world. When a step has fewer micro-batches than ranks, the
+    largest micro-batches are halved (by rows, in order) until every rank has one or no piece has
+    two rows left; a piece is a subset of a planned micro-batch, so token budgets still hold.
+    Ranks left without a piece take part with zero gradients. With world == 1 the step is
+    returned unchanged. A pure function of its arguments: every rank computes the same split.
+    """
+    pieces = list(micro_batches)
+    while len(pieces) < world:
+        largest = max(range(len(pieces)), key=lambda i: len(pieces[i]), default=None)
+        if largest is None or len(pieces[largest]) < 2:
+            break
+        rows = pieces[largest]
+        half = (len(rows) + 1) // 2
+        pieces[largest : largest + 1] = [rows[:half], rows[half:]]
+    return pieces[rank::world]
 
 
 def micro_capacity(table: RowTable, micro_batches, multiple: int = 128) -> int:
