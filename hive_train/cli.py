@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import warnings
 
 import click
@@ -114,15 +116,29 @@ def _free_gib() -> float | None:
     show_default=True,
     help="Shard check at start: full sha256 or sizes and counts only.",
 )
+@click.option(
+    "--gpus",
+    type=click.IntRange(min=1),
+    help="Data-parallel processes on this host: N > 1 re-launches this command through torchrun "
+    "(one process per GPU, NCCL; on a machine without CUDA or with --device cpu, N CPU processes "
+    "with gloo). See docs/distributed.md.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or notes.")
 @click.version_option(__version__, prog_name="hive-train")
 @cli_errors
-def main(shards, output, config_path, resume, overwrite, stop_after, verify, quiet, **options):
+def main(shards, output, config_path, resume, overwrite, stop_after, verify, gpus, quiet, **options):
     """Train a QLoRA (NF4) + DoRA adapter on packed SHARDS (made by `hive-data pack`) into OUTPUT.
 
     Writes OUTPUT/adapter (PEFT format), tokenizer/, config.yaml, metrics.jsonl, loss.png and
-    report.md. Flags override the recipe given with --config.
+    report.md. Flags override the recipe given with --config. Runs data-parallel under torchrun
+    (`torchrun --nproc-per-node N -m hive_train ...`) or with --gpus N.
     """
+    if gpus is not None and gpus > 1:
+        from hive_train.distributed import launch
+
+        sys.exit(launch(gpus, sys.argv[1:]))
+
+    from hive_train.distributed import PeerFailed
     from hive_train.loop import train
     from hive_train.recipe import resolve_config
 
@@ -132,18 +148,21 @@ def main(shards, output, config_path, resume, overwrite, stop_after, verify, qui
     flags = {RENAMES.get(k, k): v for k, v in options.items() if v is not None}
     free = _free_gib() if flags.get("vram") == "auto" else None
     cfg, notes = resolve_config(config_path, flags, free_gib=free)
-    result = train(
-        cfg,
-        shards,
-        output,
-        resume=resume,
-        overwrite=overwrite,
-        stop_after=stop_after,
-        verify=verify,
-        progress=not quiet,
-        notes=notes,
-    )
-    if not result.completed:
+    try:
+        result = train(
+            cfg,
+            shards,
+            output,
+            resume=resume,
+            overwrite=overwrite,
+            stop_after=stop_after,
+            verify=verify,
+            progress=not quiet,
+            notes=notes,
+        )
+    except PeerFailed:
+        sys.exit(1)  # a rank of a data-parallel run; rank 0 printed why
+    if not result.completed and os.environ.get("RANK", "0") == "0":  # said once under torchrun
         click.echo(
             f"stopped after step {result.steps} of {result.total_steps}; checkpoint {result.checkpoint} "
             "(continue with --resume)",

@@ -213,9 +213,46 @@ def train(
 
     `stop_after` stops after that many optimizer steps in total (saving a checkpoint) without
     changing the schedule, as an interruption would. Raises `HiveError` subclasses for bad input.
+
+    Under torchrun every process calls this: each takes its share of every step's micro-batches
+    and rank 0 alone writes `out_dir` (see docs/distributed.md). The process group is started here
+    and destroyed on the way out, unless the caller started it.
     """
     started = time.perf_counter()
+    with distributed.process_group(cfg.device) as device:
+        return _train(
+            cfg,
+            shards_dir,
+            out_dir,
+            device=device,
+            started=started,
+            resume=resume,
+            overwrite=overwrite,
+            stop_after=stop_after,
+            verify=verify,
+            progress=progress,
+            notes=notes,
+        )
+
+
+def _train(
+    cfg: TrainConfig,
+    shards_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    device: torch.device,
+    started: float,
+    resume: bool,
+    overwrite: bool,
+    stop_after: int | None,
+    verify: str,
+    progress: bool,
+    notes: list[str] | None,
+) -> TrainResult:
     out = Path(out_dir)
+    rank, world = distributed.rank(), distributed.world()
+    main = rank == 0
+    progress = progress and main  # one progress bar and one copy of each note, from rank 0
     log = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
     for note in notes or []:
         log(f"note: {note}")
@@ -226,58 +263,58 @@ def train(
     def mark(name: str) -> None:
         phases[name] = round(time.perf_counter() - started, 3)
 
-    shards = open_shards(shards_dir, verify=verify)
-    mark("shards_opened")
-    manifest_path = str(Path(shards_dir) / "manifest.json")
-    if cfg.seq is not None and cfg.seq != shards.seq:
-        raise ConfigError(
-            f"seq {cfg.seq} disagrees with the shards, which were packed with seq {shards.seq} "
-            "(the trainer takes max_seq_length from the manifest; drop --seq or re-pack)",
-            file=manifest_path,
+    # Every rank runs the same checks; bad input is reported once, by rank 0 (`agreed`).
+    with distributed.agreed():
+        # rank 0 hashes the shards; the others check sizes (the same files; `agreed` stops them all)
+        shards = open_shards(shards_dir, verify=verify if main else "size")
+        mark("shards_opened")
+        manifest_path = str(Path(shards_dir) / "manifest.json")
+        if cfg.seq is not None and cfg.seq != shards.seq:
+            raise ConfigError(
+                f"seq {cfg.seq} disagrees with the shards, which were packed with seq {shards.seq} "
+                "(the trainer takes max_seq_length from the manifest; drop --seq or re-pack)",
+                file=manifest_path,
+            )
+        cfg = dataclasses.replace(cfg, seq=shards.seq)
+        if shards.split("train") is None:
+            raise TrainError("the shards hold no train rows", file=manifest_path)
+        train_rows = RowTable.from_arrow(shards.split("train"))
+        val_rows = RowTable.from_arrow(shards.split("val")) if shards.split("val") is not None else None
+        max_id = max(int(t.ids.max()) for t in (train_rows, val_rows) if t is not None and len(t.ids))
+        info = read_model_info(cfg.model)
+        tok_meta = shards.manifest.get("tokenizer") or {}
+        tokenizer_source, tokenizer = _find_tokenizer(cfg, tok_meta)
+        for note in check_fit(
+            info,
+            shards.manifest,
+            seq=shards.seq,
+            manifest_path=manifest_path,
+            max_token_id=max_id,
+            tokenizer=tokenizer,
+            tokenizer_source=tokenizer_source,
+            tokenizer_sha256=tokenizer_sha256(tokenizer),
+        ):
+            log(f"warning: {note}")
+
+        mark("tokenizer_checked")
+        schedule = build_schedule(
+            train_rows.row_tokens,
+            seed=cfg.seed,
+            epochs=cfg.epochs,
+            max_steps=cfg.max_steps,
+            batch_size=cfg.batch_size,
+            grad_accum=cfg.grad_accum,
+            tokens_per_micro=cfg.tokens_per_micro,
+            tokens_per_step=cfg.tokens_per_step,
         )
-    cfg = dataclasses.replace(cfg, seq=shards.seq)
-    if shards.split("train") is None:
-        raise TrainError("the shards hold no train rows", file=manifest_path)
-    train_rows = RowTable.from_arrow(shards.split("train"))
-    val_rows = RowTable.from_arrow(shards.split("val")) if shards.split("val") is not None else None
-    max_id = max(int(t.ids.max()) for t in (train_rows, val_rows) if t is not None and len(t.ids))
-    info = read_model_info(cfg.model)
-    tok_meta = shards.manifest.get("tokenizer") or {}
-    tokenizer_source, tokenizer = _find_tokenizer(cfg, tok_meta)
-    for note in check_fit(
-        info,
-        shards.manifest,
-        seq=shards.seq,
-        manifest_path=manifest_path,
-        max_token_id=max_id,
-        tokenizer=tokenizer,
-        tokenizer_source=tokenizer_source,
-        tokenizer_sha256=tokenizer_sha256(tokenizer),
-    ):
-        log(f"warning: {note}")
-
-    mark("tokenizer_checked")
-    schedule = build_schedule(
-        train_rows.row_tokens,
-        seed=cfg.seed,
-        epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        batch_size=cfg.batch_size,
-        grad_accum=cfg.grad_accum,
-        tokens_per_micro=cfg.tokens_per_micro,
-        tokens_per_step=cfg.tokens_per_step,
-    )
+        # ---- run directory: rank 0 prepares it; the other ranks only read checkpoints from it
+        resolved = cfg.to_dict()
+        if main:
+            _prepare_run_dir(out, resume, overwrite)
+            checkpoint.clean_staging(out)
+            _find_resume(out, resume, resolved, shards.manifest_sha256)  # before anything is rewritten
     total_steps = schedule.total_steps
-
-    # ---- run directory: resolved config and tokenizer first, so a failed run still says what it was
-    _prepare_run_dir(out, resume, overwrite)
-    checkpoint.clean_staging(out)
     resume_from = checkpoint.latest_checkpoint(out) if resume else None
-    if resume and resume_from is None:
-        raise TrainError("nothing to resume: no complete checkpoint in the run directory", file=str(out))
-    resolved = cfg.to_dict()
-    if resume_from is not None:  # before anything in the run directory is rewritten
-        _check_resume(checkpoint.read_state(resume_from), resolved, shards.manifest_sha256, resume_from)
     shards_info = {
         "path": str(Path(shards_dir).resolve()),
         "manifest_sha256": shards.manifest_sha256,
@@ -287,27 +324,30 @@ def train(
         "val_rows": val_rows.rows if val_rows else 0,
         "val_tokens": int(len(val_rows.ids)) if val_rows else 0,
     }
-    with atomic_file(out / "config.yaml") as fh:
-        fh.write("# resolved by hive-train; `--config` reads the train section back\n")
-        yaml.safe_dump(
-            {"train": resolved, "shards": shards_info, "versions": _versions()}, fh, sort_keys=False
-        )
-    if not (out / "tokenizer").is_dir():
-        staging = new_staging_dir(out / "tokenizer")
-        tokenizer.save_pretrained(str(staging))
-        commit_dir(staging, out / "tokenizer")
-    _write_generation_config(out, cfg, tok_meta)
+    # ---- resolved config and tokenizer first, so a failed run still says what it was
+    if main:
+        with atomic_file(out / "config.yaml") as fh:
+            fh.write("# resolved by hive-train; `--config` reads the train section back\n")
+            yaml.safe_dump(
+                {"train": resolved, "shards": shards_info, "versions": _versions(), "world_size": world},
+                fh,
+                sort_keys=False,
+            )
+        if not (out / "tokenizer").is_dir():
+            staging = new_staging_dir(out / "tokenizer")
+            tokenizer.save_pretrained(str(staging))
+            commit_dir(staging, out / "tokenizer")
+        _write_generation_config(out, cfg, tok_meta)
 
     # ---- model, optimizer, speed switches (all in one place) ---------------------------------
     mark("run_dir_written")
-    device = pick_device(cfg.device)
     dtype = compute_dtype(cfg, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.cuda.reset_peak_memory_stats(device)
     backend = attention.choose_backend(cfg.attention, device)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same adapter initialisation on every rank
     try:
         model = load_model(cfg, device, dtype)
     except torch.OutOfMemoryError:
@@ -348,9 +388,19 @@ def train(
             model.hive_fast.mark_stale()
         start_step, tokens_seen, last_good = state["step"], state["tokens"], resume_from
         log(f"resuming from {resume_from} (step {start_step} of {total_steps})")
-    metrics = MetricsLog(out / "metrics.jsonl", resume_step=start_step if resume_from else None)
+    if rank:
+        # other ranks draw their own dropout masks (rank 0 keeps the single-process stream);
+        # with dropout 0, the default, nothing draws from it
+        torch.manual_seed(cfg.seed + 1_000_003 * rank + start_step)
+    metrics = (
+        MetricsLog(out / "metrics.jsonl", resume_step=start_step if resume_from else None) if main else None
+    )
+    if world > 1:
+        log(f"data parallel: {world} processes ({torch.distributed.get_backend()})")
 
+    loss_per_row = train_rows.row_loss_tokens()
     peak = peak_flops(device)
+    peak = peak * world if peak else None  # MFU over all the ranks' GPUs
     losses: list[float] = []
     val_loss = None
     end_step = total_steps if stop_after is None else min(total_steps, stop_after)
@@ -363,10 +413,18 @@ def train(
             lr = lr_at(step, total_steps, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batches = [flatten(train_rows, rows, **pad).to(device) for rows in schedule.micro_batches(step)]
-            loss, loss_tokens = forward_backward(model, batches, backend, autocast)
+            step_rows = schedule.micro_batches(step)
+            all_rows = np.concatenate(step_rows)
+            # the whole step's loss tokens, over every rank: known from the schedule alone
+            loss_tokens = int(loss_per_row[all_rows].sum())
+            mine = shard_micro_batches(step_rows, rank, world)
+            batches = [flatten(train_rows, rows, **pad).to(device) for rows in mine]
+            local = accumulate(model, batches, backend, autocast, loss_tokens)
+            loss = float(distributed.all_reduce_gradients(params, local))
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                if not main:  # the loss and norm are summed over ranks: rank 0 sees it too
+                    raise distributed.PeerFailed("rank 0 reports the non-finite step")
                 what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {grad_norm}"
                 kept = (
                     f"last good checkpoint: {last_good}" if last_good else "no checkpoint was saved before it"
@@ -380,11 +438,11 @@ def train(
             optimizer.zero_grad(set_to_none=True)
 
             done = step + 1
-            step_tokens = sum(b.tokens for b in batches)
+            step_tokens = int(train_rows.row_tokens[all_rows].sum())  # over all ranks
             tokens_seen += step_tokens
             elapsed = time.perf_counter() - t0
             losses.append(loss)
-            flops = sum(step_flops(info, b.tokens, b.loss_tokens, b.doc_lengths) for b in batches)
+            flops = step_flops(info, step_tokens, loss_tokens, train_rows.doc_lengths_of(all_rows))
             record = {
                 "step": done,
                 "epoch": round(schedule.epoch_progress(step), 4),
@@ -411,34 +469,38 @@ def train(
                 record["val_loss"] = val_loss = evaluate(
                     model, val_rows, val_micro, device, backend, autocast, pad
                 )
-            if done % cfg.log_every == 0 or record["val_loss"] is not None or done == end_step:
+            if metrics and (done % cfg.log_every == 0 or record["val_loss"] is not None or done == end_step):
                 metrics.write(record)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tokens_per_s']:,.0f}", refresh=False)
             bar.update(1)
             if (cfg.save_every and done % cfg.save_every == 0) or done == end_step:
-                last_good = checkpoint.save_checkpoint(
-                    out,
-                    done,
-                    model,
-                    optimizer,
-                    {
-                        "tokens": tokens_seen,
-                        "cursor": _cursor(schedule, done),
-                        "config": resolved,
-                        "manifest_sha256": shards.manifest_sha256,
-                        "scheduler": _scheduler_state(cfg, total_steps, done),
-                        "loss": loss,
-                    },
-                    keep=cfg.keep_checkpoints,
-                )
+                last_good = checkpoint.checkpoint_dir(out, done)  # rank 0 writes it
+                if main:
+                    checkpoint.save_checkpoint(
+                        out,
+                        done,
+                        model,
+                        optimizer,
+                        {
+                            "tokens": tokens_seen,
+                            "cursor": _cursor(schedule, done),
+                            "config": resolved,
+                            "manifest_sha256": shards.manifest_sha256,
+                            "scheduler": _scheduler_state(cfg, total_steps, done),
+                            "loss": loss,
+                            "world_size": world,  # for the record: a resume may use another
+                        },
+                        keep=cfg.keep_checkpoints,
+                    )
     except torch.OutOfMemoryError:
         raise TrainError(oom_message(step + 1, cfg.vram, _gpu_total(device))) from None
     finally:
         bar.close()
-        metrics.close()
+        if metrics:
+            metrics.close()
 
     completed = end_step == total_steps
-    if completed:
+    if completed and main:
         # ---- outputs: adapter (PEFT format), curves, report ------------------------------------
         remove_stale(out / "adapter")
         staging = new_staging_dir(out / "adapter")
@@ -454,7 +516,8 @@ def train(
             epochs=schedule.epoch_progress(total_steps - 1) if total_steps else 0.0,
             trainable_params=sum(p.numel() for p in params),
             device=str(device)
-            + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+            + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+            + (f" x {world} data-parallel processes" if world > 1 else ""),
             dtype=str(dtype).replace("torch.", ""),
             attention=backend,
             batching=_batching(cfg),
@@ -463,6 +526,7 @@ def train(
         )
         write_report(out / "report.md", summary=summary, config=resolved, records=records)
         log(f"done: {out / 'adapter'} (report: {out / 'report.md'})")
+    distributed.barrier()  # every rank returns once rank 0's outputs exist
     return TrainResult(
         run_dir=out,
         steps=end_step,
@@ -518,6 +582,17 @@ def _scheduler_state(cfg: TrainConfig, total: int, done: int) -> dict:
         "steps_done": done,
         "next_lr": lr_at(done, total, cfg) if done < total else None,
     }
+
+
+def _find_resume(out: Path, resume: bool, resolved: dict, manifest_sha256: str) -> Path | None:
+    """The checkpoint to resume from (checked against this run's config and shards), or None."""
+    if not resume:
+        return None
+    path = checkpoint.latest_checkpoint(out)
+    if path is None:
+        raise TrainError("nothing to resume: no complete checkpoint in the run directory", file=str(out))
+    _check_resume(checkpoint.read_state(path), resolved, manifest_sha256, path)
+    return path
 
 
 def _check_resume(state: dict, resolved: dict, manifest_sha256: str, path: Path) -> None:
