@@ -162,6 +162,10 @@ def main(shards, output, config_path, resume, overwrite, stop_after, verify, gpu
         )
     except PeerFailed:
         sys.exit(1)  # a rank of a data-parallel run; rank 0 printed why
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") != "0":
+            sys.exit(130)  # Ctrl-C reaches every rank; rank 0 says it once
+        raise
     if not result.completed and os.environ.get("RANK", "0") == "0":  # said once under torchrun
         click.echo(
             f"stopped after step {result.steps} of {result.total_steps}; checkpoint {result.checkpoint} "

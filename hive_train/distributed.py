@@ -192,7 +192,7 @@ def strip_gpus(argv: list[str]) -> list[str]:
 
 def launch(processes: int, argv: list[str]) -> int:
     """Run what `torchrun --standalone --nproc-per-node N -m hive_train ARGV` runs, from this
-    process, and return the exit status (0, or 1 when a rank failed).
+    process, and return the exit status (0; 1 when a rank failed; 130 when interrupted).
 
     `--standalone` gives the group a free local port, so several runs can share a host. NVLink
     multicast is switched off in the launched environment (LAUNCH_ENV). Without CUDA (or with
@@ -201,6 +201,7 @@ def launch(processes: int, argv: list[str]) -> int:
     """
     import logging
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
@@ -212,7 +213,10 @@ def launch(processes: int, argv: list[str]) -> int:
             raise ConfigError(f"--gpus {processes}: only {available} CUDA devices are visible")
     os.environ.update(LAUNCH_ENV)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    # torchrun's agent logs each failure and signal as a warning; the ranks already said why
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     args = parse_args(
         ["--standalone", "--nproc-per-node", str(processes), "-m", "hive_train", *strip_gpus(argv)]
     )
@@ -220,6 +224,8 @@ def launch(processes: int, argv: list[str]) -> int:
         run(args)
     except ChildFailedError:
         return 1
+    except SignalException:  # Ctrl-C or SIGTERM: the agent stopped the ranks, which said so
+        return 130
     return 0
 
 

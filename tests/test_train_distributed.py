@@ -218,3 +218,28 @@ def test_bad_input_is_one_line_from_rank_zero(shards, tmp_path):
     assert done.returncode == 1
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "seq 100 disagrees" in lines[0], done.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_rank_with_one_message(shards, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "r"
+    flags = dict(BASE, batch_size=1, grad_accum=2, max_steps=10_000, eval_every=0, save_every=0)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hive_train", str(shards), "-o", str(out), "--gpus=2", *cli_args(flags)],
+        cwd=ROOT,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").stat().st_size):
+        assert proc.poll() is None and time.monotonic() < deadline, "training never started"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines == ["interrupted: stopped cleanly; completed outputs are intact"], stderr
