@@ -18,26 +18,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from train_throughput import nf4_config, qwen3_06b_config  # noqa: E402  (this folder is on sys.path)
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
-
-
-def qwen3_06b_config():
-    from transformers import Qwen3Config
-
-    return Qwen3Config(
-        vocab_size=151936,
-        hidden_size=1024,
-        intermediate_size=3072,
-        num_hidden_layers=28,
-        num_attention_heads=16,
-        num_key_value_heads=8,
-        head_dim=128,
-        max_position_embeddings=40960,
-        rope_theta=1000000.0,
-        rms_norm_eps=1e-6,
-        tie_word_embeddings=True,
-    )
 
 
 def doc_lengths(total: int, seq: int, rng) -> list[list[int]]:
@@ -77,7 +60,7 @@ def main():
     import peft
     import transformers
     from peft import LoraConfig, get_peft_model
-    from transformers import AttentionInterface, AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AttentionInterface, AutoModelForCausalLM
 
     from hive_train.fast import FastAdapters, linear_cross_entropy_sum
 
@@ -119,12 +102,7 @@ def main():
     print(f"batch: {len(lens)} documents, {tokens} tokens, longest {max_len}")
 
     def build(fast: bool, kernels: bool):
-        quant = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
-        )
+        quant = nf4_config()
         model = AutoModelForCausalLM.from_pretrained(
             model_dir,
             quantization_config=quant,

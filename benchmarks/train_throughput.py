@@ -70,6 +70,18 @@ def qwen3_06b_config():
     )
 
 
+def nf4_config():
+    """QLoRA's quantization, the same for every setup: NF4, double quantization, bf16 compute."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
 def make_model_dir(path: Path) -> Path:
     if not (path / "config.json").exists():
         from transformers import Qwen3ForCausalLM
@@ -118,18 +130,13 @@ def run_trl(
     name: str, shards: Path, tokenizer_dir: Path, model_dir: Path, *, tuned: bool, steps: int, warmup: int
 ):
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     from hive_data.trl_compat import load_for_trl
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    quant = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
-    )
+    quant = nf4_config()
     model = AutoModelForCausalLM.from_pretrained(
         model_dir,
         quantization_config=quant,
@@ -333,7 +340,7 @@ def numerics(shards: Path, model_dir: Path) -> dict:
     two micro-batches gives the bf16 noise floor: the same math, differently rounded.
     """
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     from hive_data.shards import open_shards
     from hive_train import attention
@@ -350,12 +357,7 @@ def numerics(shards: Path, model_dir: Path) -> dict:
     backend = attention.choose_backend("auto", torch.device("cuda"))
 
     def grads(fast: bool, batches):
-        quant = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
-        )
+        quant = nf4_config()
         model = AutoModelForCausalLM.from_pretrained(
             model_dir,
             quantization_config=quant,
