@@ -65,6 +65,7 @@ RESUMABLE_CHANGES = {
     "device",
     "compile",
     "attention",
+    "trust_remote_code",  # a permission, not part of the math
 }
 
 
@@ -281,7 +282,7 @@ def _train(
         train_rows = RowTable.from_arrow(shards.split("train"))
         val_rows = RowTable.from_arrow(shards.split("val")) if shards.split("val") is not None else None
         max_id = max(int(t.ids.max()) for t in (train_rows, val_rows) if t is not None and len(t.ids))
-        info = read_model_info(cfg.model)
+        info = read_model_info(cfg.model, trust_remote_code=cfg.trust_remote_code)
         tok_meta = shards.manifest.get("tokenizer") or {}
         tokenizer_source, tokenizer = _find_tokenizer(cfg, tok_meta)
         for note in check_fit(
@@ -545,7 +546,7 @@ def _find_tokenizer(cfg: TrainConfig, tok_meta: dict):
     content are then checked against the manifest. (The manifest may name a path relative to
     where `pack` ran, which does not resolve from here.)"""
     if cfg.tokenizer:
-        return cfg.tokenizer, load_tokenizer(cfg.tokenizer)
+        return cfg.tokenizer, load_tokenizer(cfg.tokenizer, trust_remote_code=cfg.trust_remote_code)
     named = tok_meta.get("name_or_path")
     candidates = []
     if named and Path(named).is_dir():
@@ -557,7 +558,7 @@ def _find_tokenizer(cfg: TrainConfig, tok_meta: dict):
             candidates.append(name)  # a hub id
     for source in dict.fromkeys(candidates):
         try:
-            return source, load_tokenizer(source)
+            return source, load_tokenizer(source, trust_remote_code=cfg.trust_remote_code)
         except TrainError:
             continue
     raise TrainError(
@@ -601,7 +602,11 @@ def _check_resume(state: dict, resolved: dict, manifest_sha256: str, path: Path)
             "the shards differ from those this run was trained on (manifest sha256)", file=str(path)
         )
     before = state.get("config", {})
-    changed = sorted(k for k in resolved if k not in RESUMABLE_CHANGES and before.get(k) != resolved[k])
+    # a key the checkpoint predates counts as its default: older runs stay resumable
+    defaults = TrainConfig().to_dict()
+    changed = sorted(
+        k for k in resolved if k not in RESUMABLE_CHANGES and before.get(k, defaults.get(k)) != resolved[k]
+    )
     if changed:
         raise TrainError(
             f"cannot resume with a different configuration ({', '.join(changed)} changed); "

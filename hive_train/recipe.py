@@ -166,6 +166,11 @@ def resolve_config(
     notes: list[str] = []
     if config_path is not None:
         values, notes = load_config_file(config_path)
+        if values.get("trust_remote_code"):  # a permission only the person at the command line gives
+            raise ConfigError(
+                "trust_remote_code cannot be set by a config file; pass --trust-remote-code",
+                file=str(config_path),
+            )
     for key, value in flags.items():
         if key not in FIELDS:
             raise ConfigError(f"unknown option {key!r}")

@@ -560,11 +560,6 @@ def run_evil(shards: Path, tmp: Path, flag: str, evil: Path, *extra: str, **kwar
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="hive_train/loop.py calls read_model_info(cfg.model) and load_tokenizer(source) without "
-    "trust_remote_code=cfg.trust_remote_code, so the flag reaches only the weights loader",
-)
 def test_trust_remote_code_lets_such_a_model_train(shards, tmp_path):
     evil = remote_code_model(tmp_path / "model")
     res = run_evil(shards, tmp_path, "--model", evil, "--trust-remote-code", stdin=subprocess.DEVNULL)

@@ -179,3 +179,12 @@ def test_vram_auto_and_flags(tmp_path):
     assert notes and notes[0].startswith("--vram 12")
     cfg, notes = resolve_config(None, {"vram": "auto"}, free_gib=None)
     assert cfg.batch_size == 16 and "no GPU" in notes[0]
+
+
+def test_a_recipe_cannot_allow_remote_code(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  trust_remote_code: true\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="pass --trust-remote-code"):
+        resolve_config(recipe, {})
+    cfg, _ = resolve_config(None, {"trust_remote_code": True})  # the flag itself works
+    assert cfg.trust_remote_code
