@@ -32,7 +32,7 @@ FILES = (
     else []
 )
 
-# Files the normalizer rejects, with the reason it must give (at most 3 may be listed; docs/ddl.md
+# Files the normalizer rejects, with the reason it must give (at most 3 may be listed; README.md
 # "Known limitations" lists the same). Currently every corpus file is normalized.
 REJECTED: dict[str, str] = {}
 

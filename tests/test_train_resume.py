@@ -144,7 +144,7 @@ def test_peft_round_trip_reproduces_the_trained_logits(full_run):
 
     # 1. the NF4 base with transformers' stock attention, as a user loads it. On CPUs with
     # AVX512-BF16, bitsandbytes 0.50 repacks NF4 weights in eval mode and peft's DoRA then reads the
-    # wrong layout; keep_trainable_layout avoids that (docs/train.md).
+    # wrong layout; keep_trainable_layout avoids that (README, Training: Output).
     base = AutoModelForCausalLM.from_pretrained(
         str(TINY_MODEL), quantization_config=quant, dtype=torch.float32
     )

@@ -373,7 +373,7 @@ class _Builder:
                 exp.EncodeColumnConstraint,
             ),
         ):
-            pass  # behaviour or storage, not structure (documented in docs/ddl.md)
+            pass  # behaviour or storage, not structure (documented in README.md)
         else:
             name = type(kind).__name__ if kind is not None else "?"
             raise self.error_at(f"unsupported column constraint {name} on {column.name!r}", stmt, node)
