@@ -326,7 +326,9 @@ def assert_clean_interrupt(proc: subprocess.Popen) -> None:
 @pytest.mark.parametrize("phase", ["step", pytest.param("ckpt-write", marks=pytest.mark.slow)])
 def test_ctrl_c_stops_cleanly_and_the_run_resumes_to_the_same_result(shards, reference, tmp_path, phase):
     out = tmp_path / "run"
-    at = random.Random(SEED).choice(range(3, STEPS - 1) if phase == "step" else range(2, STEPS, 2))
+    at = random.Random(SEED).choice(
+        range(3, STEPS - 1) if phase == "step" else range(2 * SAVE_EVERY, STEPS, SAVE_EVERY)
+    )
     proc, mark = start_paused(shards, out, phase, at, tmp_path)
     try:
         wait_paused(proc, mark)
