@@ -67,3 +67,12 @@ def test_shipped_recipes_configure_normalize_and_pack():
             main, ["normalize", "fixtures/ddl/users_orders.sql", "--config", f"pipelines/{name}.yaml"]
         )
         assert result.exit_code == 0, (name, result.output)
+
+
+def test_normalize_ddl_is_a_top_level_library_call():
+    import hive_data
+
+    result = hive_data.normalize_ddl(
+        "CREATE TABLE t (id INT(11) PRIMARY KEY);", read="mysql", dialect="postgres"
+    )
+    assert result.text.startswith("-- Dialect: postgres") and "id INTEGER PRIMARY KEY" in result.text
