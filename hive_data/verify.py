@@ -26,6 +26,7 @@ from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ErrorLevel, ParseError, SqlglotError, TokenError
 
+from hive_data.ddl.identifiers import apply_identifier_policy
 from hive_data.errors import SQLError
 
 EXPLAINABLE = (exp.Select, exp.SetOperation, exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Values)
@@ -51,17 +52,6 @@ def _dialect(name: str) -> Dialect:
         return Dialect.get_or_raise(name)
     except ValueError as err:
         raise SQLError(f"unknown dialect {name!r}") from err
-
-
-def apply_policy_in_place(stmt: exp.Expr, dialect: str) -> exp.Expr:
-    """`hive_data.ddl.apply_identifier_policy` without its defensive copy (deep copies were a quarter of
-    the time per answer; the tree here is our own fresh parse). The test suite checks both agree."""
-    from hive_data.ddl.identifiers import needs_quotes
-
-    for ident in stmt.find_all(exp.Identifier):
-        if ident.this != "*":
-            ident.set("quoted", needs_quotes(ident.this, dialect))
-    return stmt
 
 
 def guess_read(sql: str) -> str:
@@ -158,7 +148,7 @@ def transpile_answer(sql: str, read: str, dialect: str, *, unqualify: bool = Fal
     statement as sqlglot prints it; `unqualify` drops schema qualifiers (for schemas printed without
     them). Raises SQLError when it cannot be read, transpiled or re-read."""
     stmt = parse_statement(sql, read, "does not parse")
-    stmt = apply_policy_in_place(stmt, dialect)
+    stmt = apply_identifier_policy(stmt, dialect, copy=False)  # our own fresh parse: no copy needed
     stmt = cross_join_bare_joins(stmt)
     if unqualify:
         stmt = drop_qualifiers(stmt)
