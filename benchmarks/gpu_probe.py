@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from train_throughput import nf4_config, qwen3_06b_config  # noqa: E402  (this folder is on sys.path)
+from train_throughput import dora_model, qwen3_06b_config  # noqa: E402  (this folder is on sys.path)
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
 
@@ -59,8 +59,7 @@ def main():
 
     import peft
     import transformers
-    from peft import LoraConfig, get_peft_model
-    from transformers import AttentionInterface, AutoModelForCausalLM
+    from transformers import AttentionInterface
 
     from hive_train.fast import FastAdapters, linear_cross_entropy_sum
 
@@ -102,23 +101,7 @@ def main():
     print(f"batch: {len(lens)} documents, {tokens} tokens, longest {max_len}")
 
     def build(fast: bool, kernels: bool):
-        quant = nf4_config()
-        model = AutoModelForCausalLM.from_pretrained(
-            model_dir,
-            quantization_config=quant,
-            dtype=torch.bfloat16,
-            attn_implementation="hive_varlen",
-            device_map={"": 0},
-        )
-        torch.manual_seed(1)
-        model = get_peft_model(
-            model, LoraConfig(r=12, lora_alpha=24, lora_dropout=0.0, use_dora=True, target_modules=TARGETS)
-        )
-        torch.manual_seed(2)
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                torch.nn.init.normal_(param, std=0.02)
-        model.train()
+        model = dora_model(model_dir, "hive_varlen")
         if fast:
             model._hive_fast = FastAdapters.install(model, keep_4bit=False, dtype=torch.bfloat16)
         if kernels:

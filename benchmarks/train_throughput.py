@@ -82,6 +82,30 @@ def nf4_config():
     )
 
 
+def dora_model(model_dir: Path, attn_implementation: str):
+    """NF4 base + a seeded DoRA adapter (r=12, alpha 24, dropout 0) whose B is not zero, so the
+    adapter contributes as it does after some training; in training mode."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir,
+        quantization_config=nf4_config(),
+        dtype=torch.bfloat16,
+        attn_implementation=attn_implementation,
+        device_map={"": 0},
+    )
+    torch.manual_seed(1)
+    model = get_peft_model(
+        model, LoraConfig(r=12, lora_alpha=24, lora_dropout=0.0, use_dora=True, target_modules=TARGETS)
+    )
+    torch.manual_seed(2)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.02)
+    return model.train()
+
+
 def make_model_dir(path: Path) -> Path:
     if not (path / "config.json").exists():
         from transformers import Qwen3ForCausalLM
@@ -339,8 +363,6 @@ def numerics(shards: Path, model_dir: Path) -> dict:
     DoRA forward on bitsandbytes Linear4bit layers. The same stock path run with the batch split in
     two micro-batches gives the bf16 noise floor: the same math, differently rounded.
     """
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
 
     from hive_data.shards import open_shards
     from hive_train import attention
@@ -357,23 +379,7 @@ def numerics(shards: Path, model_dir: Path) -> dict:
     backend = attention.choose_backend("auto", torch.device("cuda"))
 
     def grads(fast: bool, batches):
-        quant = nf4_config()
-        model = AutoModelForCausalLM.from_pretrained(
-            model_dir,
-            quantization_config=quant,
-            dtype=torch.bfloat16,
-            attn_implementation=attention.NAME,
-            device_map={"": 0},
-        )
-        torch.manual_seed(1)
-        model = get_peft_model(
-            model, LoraConfig(r=12, lora_alpha=24, lora_dropout=0.0, use_dora=True, target_modules=TARGETS)
-        )
-        torch.manual_seed(2)
-        for name, param in model.named_parameters():
-            if "lora_B" in name:  # make the adapter contribute, as after some training
-                torch.nn.init.normal_(param, std=0.02)
-        model.train()
+        model = dora_model(model_dir, attention.NAME)
         if fast:
             FastAdapters.install(model, keep_4bit=False, dtype=torch.bfloat16)
             apply_fast_kernels(model)
