@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import pytest
+from procs import kill_group, wait_paused
 
 from hive_data.atomic import remove_stale
 from hive_data.errors import ShardError
@@ -148,28 +149,6 @@ def start_paused(args: list[str], phase: str, tmp: Path, rename: str = "") -> tu
         start_new_session=True,  # its own process group: Ctrl-C is sent to the group, as a terminal does
     )
     return proc, mark
-
-
-def wait_paused(proc: subprocess.Popen, mark: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not mark.exists():
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(
-                f"command ended (rc {proc.returncode}) before reaching the pause point:\n{err[-3000:]}"
-            )
-        if time.monotonic() > deadline:
-            kill_group(proc)
-            pytest.fail("pause point not reached in time")
-        time.sleep(0.01)
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=60)
 
 
 def sigkill_main(proc: subprocess.Popen) -> None:

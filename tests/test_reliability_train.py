@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from procs import kill_group, wait_paused
 from safetensors.torch import load_file
 from test_train_helpers import TINY_MODEL, TOKENIZER, write_shards
 
@@ -130,35 +131,12 @@ def start_paused(
     return proc, mark
 
 
-def wait_paused(proc: subprocess.Popen, mark: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not mark.exists():
-        if proc.poll() is not None:
-            _, err = proc.communicate()
-            pytest.fail(
-                f"hive-train ended (rc {proc.returncode}) before its pause point (seed {SEED}):\n{err}"
-            )
-        if time.monotonic() > deadline:
-            kill(proc)
-            pytest.fail("pause point not reached in time")
-        time.sleep(0.02)
-
-
-def kill(proc: subprocess.Popen) -> None:
-    """SIGKILL, as the OOM killer or a lost machine does, and reap the process."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.communicate(timeout=60)
-
-
 def interrupt_and_kill(shards, out, phase, at, tmp, *extra) -> None:
     proc, mark = start_paused(shards, out, phase, at, tmp, *extra)
     try:
-        wait_paused(proc, mark)
+        wait_paused(proc, mark, f"hive-train (seed {SEED})")
     finally:
-        kill(proc)
+        kill_group(proc)
     assert proc.returncode == -signal.SIGKILL
 
 
@@ -243,13 +221,13 @@ def test_sigkill_at_random_steps_and_mid_checkpoint_then_resume_is_bitwise_ident
     previous = checkpoint.checkpoint_dir(out, torn - SAVE_EVERY)
     proc, mark = start_paused(shards, out, "ckpt-write", torn, tmp_path, "--resume")
     try:
-        wait_paused(proc, mark)
+        wait_paused(proc, mark, f"hive-train (seed {SEED})")
         staged = list((out / "checkpoints").glob(f".step-{torn:08d}.*.staging"))
         assert len(staged) == 1 and (staged[0] / "trainable.safetensors").is_file()
         assert checkpoint.latest_checkpoint(out) == previous, f"seed {SEED}"
         before = tree_bytes(previous)
     finally:
-        kill(proc)
+        kill_group(proc)
     assert not checkpoint.checkpoint_dir(out, torn).exists()
     assert checkpoint.latest_checkpoint(out) == previous and tree_bytes(previous) == before, f"seed {SEED}"
     assert list((out / "checkpoints").glob(".step-*")), "the torn staging directory is left by the kill"
@@ -304,7 +282,7 @@ def test_sigkill_at_a_random_moment_then_resume_is_bitwise_identical(shards, ref
             time.sleep(0.005)
         time.sleep(random.Random(SEED).uniform(0, 0.5))
     finally:
-        kill(proc)
+        kill_group(proc)
     assert checkpoint.latest_checkpoint(out) is not None
     res = run_train(shards, out, "--resume", "--save-every", "1")  # cadence may change on resume
     assert res.returncode == 0, res.stderr
@@ -331,12 +309,12 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes_to_the_same_result(shards, ref
     )
     proc, mark = start_paused(shards, out, phase, at, tmp_path)
     try:
-        wait_paused(proc, mark)
+        wait_paused(proc, mark, f"hive-train (seed {SEED})")
         os.killpg(proc.pid, signal.SIGINT)
         assert_clean_interrupt(proc)
     finally:
         if proc.poll() is None:
-            kill(proc)
+            kill_group(proc)
     expected = saved_before(at) if phase == "step" else at - SAVE_EVERY
     assert step_of(checkpoint.latest_checkpoint(out)) == expected, f"seed {SEED}"
     assert leftovers(out) == [], "Ctrl-C removes a half-written checkpoint's staging directory"
