@@ -7,11 +7,16 @@ fewer kernels and passes over memory:
   allows (`keep_4bit=False`); with `keep_4bit=True` it is dequantized on the fly in forward and in
   backward, as bitsandbytes does, so the 4-bit storage stays real (the 8 GB tier).
 - DoRA scales each output row by g = m / ||W + s·BA|| (the norm detached, as in peft and the DoRA
-  paper). The weight-side tensors depend only on the parameters, which change only at an optimizer
-  step, so they are computed once per step (`FastAdapters.prepare`), batched over all layers of the
-  same shape: g⊙W and s·g⊙B in the compute dtype, and A cast once. Each layer's forward is then
-  y = x·(g⊙W)ᵀ + (x·Aᵀ)·(s·g⊙B)ᵀ: one large GEMM and two skinny ones, no passes over activations.
-- Backward needs no gradient for W (frozen). The magnitude gradient is one fused reduction:
+  paper). g depends only on the parameters, which change only at an optimizer step, so it is
+  computed once per step (`FastAdapters.prepare`), batched over all layers of the same shape,
+  together with s·B and A in the compute dtype. Each layer's forward is then the plain base GEMM
+  y0 = x·Wᵀ (on the same bf16 operands as peft's base layer), a skinny GEMM xa = x·Aᵀ, and one
+  fused pass y = g ⊙ (y0 + xa·(sB)ᵀ) in float32 with a single rounding (`kernels.dora_output`).
+  W is never rescaled: a g ⊙ W copy in bf16 rounds every weight a second time, which put the
+  adapter gradients 2.5 times further from stock peft's on Qwen3-0.6B's architecture
+  (BENCHMARKS.md, numerics).
+- Backward needs no gradient for W (frozen). One fused pass over dy gives g ⊙ dy (for the input
+  gradient through W and the adapter) and the magnitude gradient
   ∂L/∂m_i = Σ_t ∂L/∂y_ti · y_ti / m_i (since y = g⊙v and g = m/||·|| with the norm constant).
 - The LM-head loss runs over loss tokens only, in chunks, with the gradient computed in the forward
   pass, so the (tokens x vocab) logits never exist in full (Liger's fused kernel on CUDA when it is
@@ -26,6 +31,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from hive_train.kernels import dora_grads, dora_output
 
 
 def dequantize(base: nn.Module) -> torch.Tensor:
@@ -51,8 +58,7 @@ class _Layer:
     dense: torch.Tensor | None = None  # dequantized W, kept when keep_4bit is False
     # prepared once per optimizer step (no autograd history):
     a: torch.Tensor | None = None  # A in the compute dtype
-    b_scaled: torch.Tensor | None = None  # s·g⊙B (DoRA) or s·B (LoRA), compute dtype
-    w_scaled: torch.Tensor | None = None  # g⊙W (DoRA) or W, compute dtype; None when keep_4bit
+    b_s: torch.Tensor | None = None  # s·B in the compute dtype
     g: torch.Tensor | None = None  # DoRA row scales, float32
     gs: torch.Tensor | float = 1.0  # s·g (float32) or s, for the gradient of B
     m32: torch.Tensor | None = None  # magnitude in float32, for its gradient
@@ -61,22 +67,23 @@ class _Layer:
     def dora(self) -> bool:
         return self.magnitude is not None
 
-    def scaled_weight(self, dtype: torch.dtype) -> torch.Tensor:
-        if self.w_scaled is not None:
-            return self.w_scaled
-        weight = dequantize(self.base)
-        if self.g is None:
-            return weight.to(dtype)
-        return (weight.to(torch.float32) * self.g[:, None]).to(dtype)
+    def weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """W in `dtype`: the kept dense copy, or dequantized now from 4-bit."""
+        if self.dense is not None:
+            return self.dense
+        return dequantize(self.base).to(dtype)
 
 
 class _AdapterLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, lora_a, lora_b, magnitude, layer: _Layer):
         dtype = x.dtype
-        y = x @ layer.scaled_weight(dtype).t()
+        y = x @ layer.weight(dtype).t()
         xa = x @ layer.a.t()
-        y.addmm_(xa, layer.b_scaled.t())
+        if layer.dora:
+            y = dora_output(y, xa, layer.b_s, layer.g)
+        else:
+            y.addmm_(xa, layer.b_s.t())
         bias = layer.base.bias
         if bias is not None:
             y.add_(bias.to(dtype))
@@ -89,17 +96,20 @@ class _AdapterLinear(torch.autograd.Function):
         layer: _Layer = ctx.layer
         x, xa, y = ctx.saved_tensors
         dy = dy.contiguous()
-        dyb = dy @ layer.b_scaled
-        dx = None
-        if ctx.needs_input_grad[0]:
-            dx = dy @ layer.scaled_weight(dy.dtype)
-            dx.addmm_(dyb, layer.a)
-        d_a = (dyb.t() @ x).to(layer.lora_a.dtype)
-        d_b = ((dy.t() @ xa).to(torch.float32) * _column(layer.gs)).to(layer.lora_b.dtype)
         d_m = None
         if layer.dora:
             u = y if layer.base.bias is None else y - layer.base.bias.to(y.dtype)
-            d_m = ((dy * u).sum(0, dtype=torch.float32) / layer.m32).to(layer.magnitude.dtype)
+            dyg, dy_u = dora_grads(dy, u, layer.g)  # g ⊙ dy; Σ_t dy·y per output
+            d_m = (dy_u / layer.m32).to(layer.magnitude.dtype)
+        else:
+            dyg = dy
+        dyb = dyg @ layer.b_s
+        dx = None
+        if ctx.needs_input_grad[0]:
+            dx = dyg @ layer.weight(dy.dtype)
+            dx.addmm_(dyb, layer.a)
+        d_a = (dyb.t() @ x).to(layer.lora_a.dtype)
+        d_b = ((dy.t() @ xa).to(torch.float32) * _column(layer.gs)).to(layer.lora_b.dtype)
         return dx, d_a, d_b, d_m, None
 
 
@@ -216,36 +226,29 @@ class FastAdapters:
         for (_, _, _, dora, scaling, _), (members, stack) in self._groups.items():
             a = torch.stack([layer.lora_a for layer in members]).to(torch.float32)
             b = torch.stack([layer.lora_b for layer in members]).to(torch.float32)
-            a_low = a.to(dtype)
+            a_low, b_s = a.to(dtype), (b * scaling).to(dtype)
+            for i, layer in enumerate(members):
+                layer.a, layer.b_s, layer.gs = a_low[i], b_s[i], scaling
             if not dora:
-                b_scaled = (b * scaling).to(dtype)
-                for i, layer in enumerate(members):
-                    layer.a, layer.b_scaled, layer.gs = a_low[i], b_scaled[i], scaling
-                    layer.w_scaled = layer.dense
                 continue
             m = torch.stack([layer.magnitude for layer in members]).to(torch.float32)
             if stack is not None:
-                merged = torch.baddbmm(stack.to(torch.float32), b, a, alpha=scaling)
-                g = m / torch.linalg.vector_norm(merged, dim=2)
-                w_scaled = merged.copy_(stack).mul_(g[:, :, None]).to(dtype)
-            else:
-                norms = []
-                for i, layer in enumerate(members):
-                    merged = torch.addmm(dequantize(layer.base).to(torch.float32), b[i], a[i], alpha=scaling)
-                    norms.append(torch.linalg.vector_norm(merged, dim=1))
-                g = m / torch.stack(norms)
-                w_scaled = None
-            gs = g * scaling
-            b_scaled = (b * gs[:, :, None]).to(dtype)
-            for i, layer in enumerate(members):
-                layer.a, layer.b_scaled, layer.g, layer.gs, layer.m32 = (
-                    a_low[i],
-                    b_scaled[i],
-                    g[i],
-                    gs[i],
-                    m[i],
+                norms = torch.linalg.vector_norm(
+                    torch.baddbmm(stack.to(torch.float32), b, a, alpha=scaling), dim=2
                 )
-                layer.w_scaled = w_scaled[i] if w_scaled is not None else None
+            else:
+                norms = torch.stack(
+                    [
+                        torch.linalg.vector_norm(
+                            torch.addmm(dequantize(layer.base).to(torch.float32), b[i], a[i], alpha=scaling),
+                            dim=1,
+                        )
+                        for i, layer in enumerate(members)
+                    ]
+                )
+            g = m / norms
+            for i, layer in enumerate(members):
+                layer.g, layer.gs, layer.m32 = g[i], g[i] * scaling, m[i]
         self.stale = False
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -15,10 +17,8 @@ from hive_train.fast import install_fast_adapters, linear_cross_entropy_sum  # n
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
 
 
-@pytest.fixture(scope="module")
-def base_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    config = Qwen3Config(
+def tiny_config() -> Qwen3Config:
+    return Qwen3Config(
         vocab_size=512,
         hidden_size=128,
         intermediate_size=256,
@@ -28,12 +28,27 @@ def base_dir(tmp_path_factory):
         head_dim=32,
         tie_word_embeddings=True,
     )
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    torch.manual_seed(0)
     path = tmp_path_factory.mktemp("base")
-    Qwen3ForCausalLM(config).save_pretrained(path)
+    Qwen3ForCausalLM(tiny_config()).save_pretrained(path)
     return path
 
 
-def loss_and_grads(base_dir, ids, *, dtype, dora, fast, keep_4bit=True):
+@pytest.fixture(scope="module")
+def bf16_base_dir(tmp_path_factory):
+    """A bf16 checkpoint: loaded in float32 or in bf16 it quantizes to the same NF4 codes, so a
+    float32 run is a higher-precision run of the very model a bf16 run trains."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("base-bf16")
+    Qwen3ForCausalLM(tiny_config()).to(torch.bfloat16).save_pretrained(path)
+    return path
+
+
+def loss_and_grads(base_dir, ids, *, dtype, dora, fast, keep_4bit=True, autocast=False):
     quant = BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
@@ -53,7 +68,9 @@ def loss_and_grads(base_dir, ids, *, dtype, dora, fast, keep_4bit=True):
     model.train()
     if fast:
         assert len(install_fast_adapters(model, keep_4bit=keep_4bit, dtype=dtype).layers) == 2 * len(TARGETS)
-    out = model(input_ids=ids, labels=ids)
+    context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    with context:
+        out = model(input_ids=ids, labels=ids)
     out.loss.backward()
     grads = torch.cat([p.grad.float().flatten() for p in model.parameters() if p.requires_grad])
     return out.loss.item(), grads
@@ -75,17 +92,27 @@ def test_fast_path_matches_stock_in_fp32(base_dir, dora, keep_4bit):
     assert rel(grads, ref_grads) < 1e-4
 
 
-def test_fast_path_bf16_error_is_bf16_rounding(base_dir):
-    """In bf16 both paths round differently; the fast path must be no further from the fp32
-    truth than stock peft is, and agree with stock within bf16 tolerance on the loss."""
-    ids = torch.randint(0, 512, (2, 48), generator=torch.Generator().manual_seed(3))
-    _, truth = loss_and_grads(base_dir, ids, dtype=torch.float32, dora=True, fast=False)
-    stock_loss, stock = loss_and_grads(base_dir, ids, dtype=torch.bfloat16, dora=True, fast=False)
-    fast_loss, fast = loss_and_grads(
-        base_dir, ids, dtype=torch.bfloat16, dora=True, fast=True, keep_4bit=False
+@pytest.mark.parametrize("seed", [0, 3])
+def test_fast_path_bf16_is_within_stock_bf16_spread(bf16_base_dir, seed):
+    """In bf16 no two executions agree bit for bit: stock peft with and without autocast (two
+    correct runs of the same layers) already differ by about 1% in their gradients on this model.
+    The fast path must be no further from stock than that, and no further from the float32 run of
+    the same NF4 model than stock is. (Rounding the DoRA-scaled weight g ⊙ W to bf16, as an earlier
+    version did, put it 16-22% beyond that spread on these inputs.)"""
+    ids = torch.randint(0, 512, (2, 48), generator=torch.Generator().manual_seed(seed))
+    _, ref = loss_and_grads(bf16_base_dir, ids, dtype=torch.float32, dora=True, fast=False)
+    stock_loss, stock = loss_and_grads(bf16_base_dir, ids, dtype=torch.bfloat16, dora=True, fast=False)
+    _, stock_autocast = loss_and_grads(
+        bf16_base_dir, ids, dtype=torch.bfloat16, dora=True, fast=False, autocast=True
     )
-    assert fast_loss == pytest.approx(stock_loss, rel=1e-2)
-    assert rel(fast, truth) < 1.25 * rel(stock, truth) + 1e-3
+    fast_loss, fast = loss_and_grads(
+        bf16_base_dir, ids, dtype=torch.bfloat16, dora=True, fast=True, keep_4bit=False
+    )
+    spread = rel(stock_autocast, stock)
+    assert 1e-4 < spread < 5e-2  # a real bf16 difference, not a broken comparison
+    assert fast_loss == pytest.approx(stock_loss, rel=1e-3)
+    assert rel(fast, stock) < 1.1 * spread
+    assert rel(fast, ref) < 1.15 * rel(stock, ref)
 
 
 def test_chunked_cross_entropy_matches_full_logits():
