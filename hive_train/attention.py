@@ -143,15 +143,35 @@ def attention_inputs(backend: str, cu_seqlens: torch.Tensor, max_len: int, total
     raise ValueError(f"unknown attention backend {backend!r}")
 
 
+def expand_kv_heads(query, key, value):
+    """Key and value with one head per query head (query head h reads key/value head h // group,
+    as SDPA's `enable_gqa` does)."""
+    group = query.shape[1] // key.shape[1]
+    return key.repeat_interleave(group, dim=1), value.repeat_interleave(group, dim=1)
+
+
+def _sdpa(query, key, value, *, mask=None, causal=False, scale=None):
+    """SDPA with grouped-query heads. On CUDA only FlashAttention broadcasts key/value heads itself
+    (`enable_gqa`); with a mask or in float32 every other kernel refuses them and SDPA falls back
+    to its math kernel, which keeps (heads x T x T) scores per layer: hundreds of GB for a
+    16k-token row. There the key/value heads are expanded instead (a copy of the key and value
+    tensors, twice their size for Qwen3-0.6B), so the memory-efficient kernel takes the call."""
+    grouped = query.shape[1] != key.shape[1]
+    if grouped and query.is_cuda and (mask is not None or query.dtype == torch.float32):
+        key, value = expand_kv_heads(query, key, value)
+        grouped = False
+    return F.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, is_causal=causal, scale=scale, enable_gqa=grouped
+    )
+
+
 def _plain_causal(query, key, value, scaling):
     q_len, kv_len = query.shape[2], key.shape[2]
     if q_len == kv_len:
-        return F.scaled_dot_product_attention(
-            query, key, value, is_causal=True, scale=scaling, enable_gqa=True
-        )
+        return _sdpa(query, key, value, causal=True, scale=scaling)
     # decoding with a cache: queries are the last q_len positions (bottom-right aligned)
     mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril(kv_len - q_len)
-    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling, enable_gqa=True)
+    return _sdpa(query, key, value, mask=mask, scale=scaling)
 
 
 def hive_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
@@ -179,9 +199,7 @@ def hive_attention(module, query, key, value, attention_mask, dropout: float = 0
     else:
         if attention_mask.dtype != torch.bool:
             attention_mask = attention_mask.to(query.dtype)
-        out = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=attention_mask, scale=scaling, enable_gqa=True
-        )
+        out = _sdpa(query, key, value, mask=attention_mask, scale=scaling)
     return out.transpose(1, 2).contiguous(), None
 
 

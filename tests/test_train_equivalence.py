@@ -213,6 +213,21 @@ def test_document_block_mask_matches_torch(lengths):
     torch.testing.assert_close(out, dense, rtol=1e-5, atol=1e-5)
 
 
+def test_expanded_kv_heads_equal_grouped_query_attention():
+    """On CUDA the masked and float32 SDPA calls expand key/value heads (so the memory-efficient
+    kernel takes them instead of the math kernel); the expansion must pair query head h with
+    key/value head h // group, exactly as SDPA's own grouped-query broadcast does."""
+    from hive_train.attention import expand_kv_heads
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, h, 50, 8, generator=g) for h in (6, 2, 2))
+    mask = block_diagonal_mask(torch.tensor([0, 20, 50], dtype=torch.int32), 50)
+    grouped = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    k6, v6 = expand_kv_heads(q, k, v)
+    assert k6.shape == v6.shape == (1, 6, 50, 8)
+    torch.testing.assert_close(F.scaled_dot_product_attention(q, k6, v6, attn_mask=mask), grouped)
+
+
 def test_gradient_checkpointing_gives_the_same_gradients(model, table):
     """The small --vram tiers recompute activations; the gradients must not change."""
     mb = flatten(table, np.array([0, 1]))
