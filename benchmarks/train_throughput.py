@@ -70,30 +70,34 @@ def qwen3_06b_config():
     )
 
 
-def nf4_config():
-    """QLoRA's quantization, the same for every setup: NF4, double quantization, bf16 compute."""
+def nf4_config(compute: torch.dtype = torch.bfloat16):
+    """QLoRA's quantization, the same for every setup: NF4, double quantization, bf16 compute
+    (float32 compute only for the numerics reference)."""
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_compute_dtype=compute,
     )
 
 
-def dora_model(model_dir: Path, attn_implementation: str):
+def dora_model(
+    model_dir: Path, attn_implementation: str, dtype: torch.dtype = torch.bfloat16, device: str = "cuda"
+):
     """NF4 base + a seeded DoRA adapter (r=12, alpha 24, dropout 0) whose B is not zero, so the
-    adapter contributes as it does after some training; in training mode."""
+    adapter contributes as it does after some training; in training mode. The NF4 codes are the
+    same for every `dtype` (quantized from the same bf16 checkpoint); `dtype` is the compute dtype."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(
         model_dir,
-        quantization_config=nf4_config(),
-        dtype=torch.bfloat16,
+        quantization_config=nf4_config(dtype),
+        dtype=dtype,
         attn_implementation=attn_implementation,
-        device_map={"": 0},
+        device_map={"": 0 if device == "cuda" else device},
     )
     torch.manual_seed(1)
     model = get_peft_model(
@@ -143,8 +147,9 @@ def nominal_flops(tokens: int, doc_lengths: np.ndarray) -> float:
 
 def cleanup() -> None:
     gc.collect()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
 
 
 # ---------------------------------------------------------------------------------------- TRL
@@ -300,25 +305,14 @@ def run_hive(
     return result
 
 
-def startup_seconds(shards: Path, tokenizer_dir: Path, model_dir: Path) -> float:
-    """Wall time of `hive-train` from launch to the end of its first optimizer step."""
-    out = Path(tempfile.mkdtemp(prefix="hive-startup-"))
-    cmd = [
-        sys.executable, "-m", "hive_train", str(shards), "-o", str(out), "--overwrite",
-        "--model", str(model_dir), "--tokenizer", str(tokenizer_dir), "--vram", "80",
-        "--max-steps", "1", "--eval-every", "0", "--save-every", "0",
-    ]  # fmt: skip
-    started = time.time()
-    done = subprocess.run(
-        cmd, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, capture_output=True, text=True
-    )
-    if done.returncode:
-        raise RuntimeError(f"hive-train failed: {done.stderr[-2000:]}")
-    from hive_train.metrics import read_metrics
+def startup(shards: Path, tokenizer_dir: Path, model_dir: Path, runs: int = 2) -> dict:
+    """`hive-train` from launch to the end of its first optimizer step, `runs` times in fresh
+    processes (the first is the coldest), with the machine's bytecode facts and import profile
+    (`benchmarks/startup.py` has the details)."""
+    from startup import bytecode_facts, import_profile, run_once
 
-    first = next(r for r in read_metrics(out / "metrics.jsonl") if "loss" in r)
-    shutil.rmtree(out, ignore_errors=True)
-    return {"startup_s": first["wall_time"] - started, "phases_s": first.get("startup")}
+    timed = [run_once(str(shards), str(model_dir), str(tokenizer_dir), ["--vram", "80"]) for _ in range(runs)]
+    return {"runs": timed, "bytecode": bytecode_facts(), "import_profile": import_profile(top=12)}
 
 
 RUN_FILES = ("adapter/adapter_model.safetensors", "adapter/adapter_config.json", "tokenizer/tokenizer.json",
@@ -356,12 +350,30 @@ def recipe_run(shards: Path, tokenizer_dir: Path, model_dir: Path) -> dict:
 # ----------------------------------------------------------------------------------- numerics
 
 
-def numerics(shards: Path, model_dir: Path) -> dict:
+NUMERICS_ROWS = 4  # stock peft at float32 keeps about twice the 63 GB its bf16 run peaks at with 8 rows
+
+
+def numerics(shards: Path, model_dir: Path, device: str = "cuda", rows: int = NUMERICS_ROWS) -> dict:
     """Loss and adapter gradients of hive's fast path vs stock bnb + peft on one batch.
 
-    Both use the same document-isolated attention and the same batch; the stock path is peft's own
-    DoRA forward on bitsandbytes Linear4bit layers. The same stock path run with the batch split in
-    two micro-batches gives the bf16 noise floor: the same math, differently rounded.
+    Every variant sees the same batch (the first `rows` rows), the same NF4 codes, the same seeded
+    adapter, document-isolated attention and the same LM-head loss:
+
+    - stock: peft's own DoRA layers on bitsandbytes Linear4bit, under bf16 autocast, as TRL runs
+      them (peft keeps its adapters in float32, so its DoRA output and the residual stream come
+      out float32);
+    - stock, no autocast: the same layers without autocast (peft then casts the adapter output
+      back to bf16, so the residual stream stays bf16, as in hive): a second stock configuration;
+      the difference between the two stock runs shows how far apart two correct bf16 executions
+      of this model land;
+    - hive: the fast path, bf16, as hive-train runs it;
+    - stock fp32 and hive fp32: both with float32 compute on the same NF4 codes, TF32 off, SDPA
+      attention: the same math, so they must agree to float32 rounding; stock fp32 is also the
+      high-precision reference that each bf16 run is measured against.
+
+    On the CPU (`device="cpu"`) the bf16 runs use SDPA with a block-diagonal mask instead of
+    FlashAttention, and peft casts its DoRA output to bf16 under autocast too (it asks whether
+    CUDA autocast is on), so "stock" there has a bf16 residual stream.
     """
 
     from hive_data.shards import open_shards
@@ -373,44 +385,66 @@ def numerics(shards: Path, model_dir: Path) -> dict:
 
     attention.register()
     table = RowTable.from_arrow(open_shards(shards).split("train"))
-    rows = np.arange(ROWS_PER_STEP)
-    whole = [flatten(table, rows).to("cuda")]
-    halves = [flatten(table, rows[:4]).to("cuda"), flatten(table, rows[4:]).to("cuda")]
-    backend = attention.choose_backend("auto", torch.device("cuda"))
+    batch = flatten(table, np.arange(rows)).to(device)
+    half = attention.choose_backend("auto", torch.device(device))  # varlen on CUDA, sdpa on the CPU
 
-    def grads(fast: bool, batches):
-        model = dora_model(model_dir, attention.NAME)
+    def grads(fast: bool, dtype: torch.dtype, autocast: bool):
+        torch.backends.cuda.matmul.allow_tf32 = dtype != torch.float32
+        model = dora_model(model_dir, attention.NAME, dtype, device)
         if fast:
-            FastAdapters.install(model, keep_4bit=False, dtype=torch.bfloat16)
+            FastAdapters.install(model, keep_4bit=False, dtype=dtype)
             apply_fast_kernels(model)
-        denom = sum(b.loss_tokens for b in batches)
-        total = 0.0
-        # as hive-train runs them: the fast path needs no autocast, peft's fp32 adapters do
-        context = contextlib.nullcontext if fast else lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-        for batch in batches:
-            with context():
-                loss = micro_loss(model, batch, backend)
-            (loss / denom).backward()
-            total += float(loss)
+        backend = half if dtype != torch.float32 else "sdpa"  # FlashAttention is half precision only
+        context = torch.autocast(device, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+        with context:
+            loss = micro_loss(model, batch, backend)
+        (loss / batch.loss_tokens).backward()
         g = torch.cat([p.grad.float().flatten() for p in model.parameters() if p.requires_grad])
         del model
         cleanup()
-        return total / denom, g
+        return float(loss) / batch.loss_tokens, g
 
-    stock_loss, stock = grads(False, whole)
-    split_loss, split = grads(False, halves)
-    fast_loss, fast = grads(True, whole)
+    variants = {
+        "stock": (False, torch.bfloat16, True),
+        "stock_no_autocast": (False, torch.bfloat16, False),
+        "hive": (True, torch.bfloat16, False),
+        "stock_fp32": (False, torch.float32, False),
+        "hive_fp32": (True, torch.float32, False),
+    }
+    runs, failed = {}, {}
+    for name, (fast, dtype, autocast) in variants.items():
+        try:
+            runs[name] = grads(fast, dtype, autocast)
+        except torch.OutOfMemoryError as err:  # report it and keep the other comparisons
+            cleanup()
+            failed[name] = f"out of memory: {str(err)[:120]}"
+    torch.backends.cuda.matmul.allow_tf32 = True
 
-    def rel(a, b):
-        return ((a - b).norm() / b.norm()).item()
+    def compare(a: str, b: str) -> dict:
+        if a not in runs or b not in runs:
+            return {"loss_rel": float("nan"), "grad_rel": float("nan")}
+        (loss_a, ga), (loss_b, gb) = runs[a], runs[b]
+        return {
+            "loss_rel": abs(loss_a - loss_b) / abs(loss_b),
+            "grad_rel": ((ga - gb).norm() / gb.norm()).item(),
+        }
 
+    pairs = [
+        ("hive", "stock"),
+        ("hive", "stock_no_autocast"),  # the same dtype flow as hive: bf16 residual stream
+        ("stock_no_autocast", "stock"),
+        ("hive", "stock_fp32"),
+        ("stock", "stock_fp32"),
+        ("stock_no_autocast", "stock_fp32"),
+        ("hive_fp32", "stock_fp32"),
+    ]
     return {
-        "loss_stock": stock_loss,
-        "loss_hive": fast_loss,
-        "loss_rel": abs(fast_loss - stock_loss) / stock_loss,
-        "grad_rel_hive_vs_stock": rel(fast, stock),
-        "grad_rel_stock_split_vs_stock": rel(split, stock),
-        "loss_rel_stock_split": abs(split_loss - stock_loss) / stock_loss,
+        "device": device,
+        "tokens": batch.length,
+        "loss_tokens": batch.loss_tokens,
+        "losses": {name: loss for name, (loss, _) in runs.items()},
+        "failed": failed,
+        "pairs": {f"{a} vs {b}": compare(a, b) for a, b in pairs},
     }
 
 
@@ -424,7 +458,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--only", default="hive,tiers,numerics,startup,recipe,trl_tuned,trl_stock")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument(
+        "--device",
+        default="cuda",
+        choices=("cuda", "cpu"),
+        help="cpu: only the numerics check, in bf16 on this machine's CPU (see numerics())",
+    )
+    parser.add_argument("--numerics-rows", type=int, default=NUMERICS_ROWS, help="rows in the numerics batch")
     args = parser.parse_args()
+    if args.device == "cpu":
+        args.only = "numerics"
     import peft
     import transformers
 
@@ -433,7 +476,7 @@ def main() -> None:
     model_dir = make_model_dir(Path(tempfile.gettempdir()) / "qwen3-0.6b-random")
     only = set(args.only.split(","))
     versions = {
-        "gpu": torch.cuda.get_device_name(),
+        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else "none (CPU)",
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "peft": peft.__version__,
@@ -487,10 +530,10 @@ def main() -> None:
             results["tiers"].append(res)
             print(res, flush=True)
     if "numerics" in only:
-        results["numerics"] = numerics(shards, model_dir)
+        results["numerics"] = numerics(shards, model_dir, args.device, args.numerics_rows)
         print(results["numerics"], flush=True)
     if "startup" in only:
-        results["startup"] = startup_seconds(shards, tokenizer_dir, model_dir)
+        results["startup"] = startup(shards, tokenizer_dir, model_dir)
         print(results["startup"], flush=True)
     if "recipe" in only:
         results["recipe_run"] = recipe_run(shards, tokenizer_dir, model_dir)
@@ -549,6 +592,17 @@ def main() -> None:
                 f"| {r['tier_gb']} | {r['tokens_per_s']:,.0f} | {r['peak_gb']:.2f} | {r['headroom']:.0%} | "
                 f"{r['micro_batch_rows']} x {r['grad_accum']} | {r['gradient_checkpointing']} |"
             )
+    if "startup" in results:
+        for i, run in enumerate(results["startup"]["runs"], 1):
+            phases = ", ".join(f"{k} {v:.1f}" for k, v in run["phases_s"].items())
+            print(f"start-up run {i}: {run['startup_s']:.1f} s to the first step "
+                  f"({run['before_train_s']:.1f} s before train(); then {phases})")  # fmt: skip
+    if "numerics" in results:
+        n = results["numerics"]
+        print(f"\nnumerics on {n['device']}, {n['tokens']} tokens ({n['loss_tokens']} under loss)")
+        print("| comparison | loss, relative | adapter gradients, ‖Δ‖/‖ref‖ |\n|---|---|---|")
+        for pair, d in n["pairs"].items():
+            print(f"| {pair} | {d['loss_rel']:.1e} | {d['grad_rel']:.2e} |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
