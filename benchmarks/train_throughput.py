@@ -567,7 +567,8 @@ def main() -> None:
         )
         print(results["setups"][-1], flush=True)
 
-    print("\n| setup | tokens/s | MFU | peak GB | checkpointing |\n|---|---|---|---|---|")
+    if results["setups"]:
+        print("\n| setup | tokens/s | MFU | peak GB | checkpointing |\n|---|---|---|---|---|")
     for r in results["setups"]:
         if "error" in r:
             print(f"| {r['setup']} | {r['error']} | | | |")
