@@ -56,6 +56,9 @@ class TrainConfig:
     attention: str = "auto"  # auto: flex on CUDA, SDPA with a block-diagonal mask on CPU
     gradient_checkpointing: bool = False
     compile: bool = False
+    # replay each step's forward and backward as one CUDA graph (hive_train/graphs.py);
+    # None: wherever it applies (CUDA, varlen attention, one micro-batch per step, no checkpointing)
+    cuda_graphs: bool | None = None
     # fast adapter path (hive_train/fast.py): same math as peft's DoRA/LoRA layers, far fewer kernels
     fast: bool = True
     # keep the base weights 4-bit in memory and dequantize per use (the 8 GB tier) instead of once

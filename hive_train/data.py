@@ -144,6 +144,8 @@ class MicroBatch:
     doc_lengths: np.ndarray  # real documents only, for the attention FLOP count
     rows: np.ndarray
     padding: int = 0  # trailing pad tokens (their own document, no loss) added for a fixed shape
+    # (n,) float32, 0 for loss positions added to reach a fixed count (`hive_train.graphs`); None: all 1
+    loss_weights: torch.Tensor | None = None
 
     @property
     def tokens(self) -> int:
@@ -157,6 +159,9 @@ class MicroBatch:
 
     @property
     def loss_tokens(self) -> int:
+        """Real loss positions (padded ones, weighted 0, not counted)."""
+        if self.loss_weights is not None:
+            return int((self.loss_weights != 0).sum())
         return int(self.targets.shape[0])
 
     def to(self, device: torch.device | str) -> MicroBatch:
@@ -171,6 +176,7 @@ class MicroBatch:
             doc_lengths=self.doc_lengths,
             rows=self.rows,
             padding=self.padding,
+            loss_weights=None if self.loss_weights is None else self.loss_weights.to(device, **move),
         )
 
 

@@ -258,8 +258,9 @@ def install_fast_adapters(model: nn.Module, *, keep_4bit: bool, dtype: torch.dty
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
+    # No value is read back to the host, so CUDA graphs can capture it (`hive_train.graphs`).
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk):
+    def forward(ctx, hidden, weight, targets, weights, chunk):
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty_like(hidden) if hidden.requires_grad else None
         w = weight.to(hidden.dtype)
@@ -267,10 +268,14 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             h = hidden[start : start + chunk]
             t = targets[start : start + chunk]
             logp = torch.log_softmax(h @ w.t(), dim=-1, dtype=torch.float32)
-            total -= logp.gather(1, t[:, None]).sum()
+            picked = logp.gather(1, t[:, None])[:, 0]
+            c = None if weights is None else weights[start : start + chunk, None]
+            total -= picked.sum() if c is None else (picked * c[:, 0]).sum()
             if grad_hidden is not None:
                 probs = logp.exp_()
                 probs[torch.arange(len(t), device=t.device), t] -= 1.0
+                if c is not None:
+                    probs.mul_(c)
                 grad_hidden[start : start + chunk] = probs.to(h.dtype) @ w
         ctx.save_for_backward(grad_hidden)
         return total
@@ -278,7 +283,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_total):
         (grad_hidden,) = ctx.saved_tensors
-        return grad_hidden * grad_total.to(grad_hidden.dtype), None, None, None
+        return grad_hidden * grad_total.to(grad_hidden.dtype), None, None, None, None
 
 
 def _liger_linear_cross_entropy():
@@ -295,18 +300,22 @@ def linear_cross_entropy_sum(
     targets: torch.Tensor,
     chunk: int = 4096,
     use_liger: bool = True,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sum over rows of cross-entropy(hidden @ weightᵀ, targets), never materializing all logits.
 
     `hidden` holds only the positions that carry loss, (N, d); `weight` is the frozen LM head
-    (V, d) and gets no gradient. The caller divides by the step's global loss-token count.
+    (V, d) and gets no gradient. `weights` (N,), when given, scales each row's term (0 drops a
+    padded row); that path never syncs with the host. The caller divides by the step's global
+    loss-token count.
     """
     if hidden.shape[0] == 0:
         return hidden.sum() * 0.0
     if weight.requires_grad:
-        return F.cross_entropy(F.linear(hidden, weight).float(), targets, reduction="sum")
-    if use_liger and hidden.is_cuda:
+        losses = F.cross_entropy(F.linear(hidden, weight).float(), targets, reduction="none")
+        return losses.sum() if weights is None else (losses * weights).sum()
+    if use_liger and hidden.is_cuda and weights is None:
         liger = _liger_linear_cross_entropy()
         if liger is not None:
             return liger(hidden, weight.to(hidden.dtype), targets, reduction="sum")
-    return _ChunkedLinearCrossEntropy.apply(hidden, weight, targets, chunk)
+    return _ChunkedLinearCrossEntropy.apply(hidden, weight, targets, weights, chunk)

@@ -43,6 +43,7 @@ from hive_train.data import (
 )
 from hive_train.distributed import pick_device  # noqa: F401  (re-exported: the loop's device rule)
 from hive_train.fast import linear_cross_entropy_sum
+from hive_train.graphs import GraphedStep, graph_eligibility, static_shape
 from hive_train.metrics import MetricsLog, peak_flops, peak_memory_gb, read_metrics, step_flops
 from hive_train.model import (
     check_fit,
@@ -64,6 +65,7 @@ RESUMABLE_CHANGES = {
     "keep_checkpoints",
     "device",
     "compile",
+    "cuda_graphs",
     "attention",
     "trust_remote_code",  # a permission, not part of the math
 }
@@ -78,6 +80,7 @@ class TrainResult:
     final_val_loss: float | None
     checkpoint: Path | None  # the newest checkpoint
     completed: bool  # False when stopped early by `stop_after`
+    cuda_graphs: bool = False  # whether the steps ran as CUDA graph replays
     model: object = dataclasses.field(default=None, repr=False)  # the trained peft model
 
 
@@ -109,8 +112,9 @@ def micro_loss(model, batch: MicroBatch, backend: str) -> torch.Tensor:
     head = base.get_output_embeddings()
     if head.bias is None:
         # chunked: the (loss tokens x vocab) logits never exist in full
-        return linear_cross_entropy_sum(hidden, head.weight, batch.targets)
-    return F.cross_entropy(head(hidden).float(), batch.targets, reduction="sum")
+        return linear_cross_entropy_sum(hidden, head.weight, batch.targets, weights=batch.loss_weights)
+    losses = F.cross_entropy(head(hidden).float(), batch.targets, reduction="none")
+    return losses.sum() if batch.loss_weights is None else (losses * batch.loss_weights).sum()
 
 
 def accumulate(model, batches: list[MicroBatch], backend: str, autocast, denom: int) -> torch.Tensor:
@@ -381,6 +385,22 @@ def _train(
             capacity = max(capacity, micro_capacity(val_rows, val_micro))
         pad = {"pad_to": capacity, "pad_id": int(tok_meta.get("pad_id") or 0)}
 
+    graphed = None
+    why_not = (
+        "turned off"
+        if cfg.cuda_graphs is False
+        else graph_eligibility(
+            device=device, fast=model.hive_fast, backend=backend, cfg=cfg, world=world, schedule=schedule
+        )
+    )
+    if why_not is None:
+        every_micro = [m for plan in schedule.epochs for step in plan for m in step]
+        graphed = GraphedStep(
+            model, backend, static_shape(train_rows, every_micro), int(tok_meta.get("pad_id") or 0), device
+        )
+    elif cfg.cuda_graphs:
+        log(f"CUDA graphs off: {why_not}")
+
     start_step, tokens_seen = 0, 0
     last_good = None
     if resume_from is not None:
@@ -419,8 +439,12 @@ def _train(
             # the whole step's loss tokens, over every rank: known from the schedule alone
             loss_tokens = int(loss_per_row[all_rows].sum())
             mine = shard_micro_batches(step_rows, rank, world)
-            batches = [flatten(train_rows, rows, **pad).to(device) for rows in mine]
-            local = accumulate(model, batches, backend, autocast, loss_tokens)
+            local = None
+            if graphed is not None:
+                local, graphed = _graphed(graphed, flatten(train_rows, mine[0]), loss_tokens, log)
+            if local is None:
+                batches = [flatten(train_rows, rows, **pad).to(device) for rows in mine]
+                local = accumulate(model, batches, backend, autocast, loss_tokens)
             loss = float(distributed.all_reduce_gradients(params, local))
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
@@ -436,7 +460,8 @@ def _train(
                     file=str(out),
                 )
             optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            if graphed is None:  # a graph's replay overwrites its gradients in place
+                optimizer.zero_grad(set_to_none=True)
 
             done = step + 1
             step_tokens = int(train_rows.row_tokens[all_rows].sum())  # over all ranks
@@ -536,8 +561,25 @@ def _train(
         final_val_loss=val_loss,
         checkpoint=last_good,
         completed=completed,
+        cuda_graphs=graphed is not None,
         model=model,
     )
+
+
+def _graphed(graphed: GraphedStep, batch, loss_tokens: int, log):
+    """(loss, graphed) from a graph replay; (None, None) when capturing it failed, after which
+    the run goes on eagerly (this step included) with the gradients and adapter state reset."""
+    if graphed.graph is not None:  # captured: replays do not fail this way
+        return graphed.run(batch, loss_tokens), graphed
+    try:
+        return graphed.run(batch, loss_tokens), graphed
+    except RuntimeError as err:  # an operation that cannot be captured (a host sync, say)
+        torch.cuda.synchronize()
+        for p in graphed.params:
+            p.grad = None
+        graphed.model.hive_fast.mark_stale()
+        log(f"CUDA graph capture failed, running without ({str(err).splitlines()[0][:200]})")
+        return None, None
 
 
 def _find_tokenizer(cfg: TrainConfig, tok_meta: dict):

@@ -1,0 +1,186 @@
+"""One training step's forward and backward, captured once as a CUDA graph and replayed every step.
+
+On the fast path a micro-batch of 8 x 2048 tokens is bound by the host: the GPU's kernels for one
+step take about 190 ms on an H200, but launching them from Python (196 adapted linears, their
+Triton ends, the norms, RoPE, attention) takes longer, and the GPU waits. A CUDA graph replays the
+whole forward and backward with one launch, so the step runs at the GPU's speed.
+
+A graph replays fixed addresses and shapes, so every micro-batch is padded to one `StaticShape`
+planned from the whole schedule before training starts (`static_shape`, `pad_static`): tokens to the
+longest micro-batch (a padding document without loss, in pieces no longer than the longest real
+document), the document table to the most documents (empty documents at the end), and the loss
+positions to the most loss tokens (extra positions weighted 0 in the loss). Padding changes neither
+the loss nor any gradient. The LM-head loss then runs the chunked PyTorch version, which never reads
+a value back to the host (Liger's kernel does, to count its targets).
+
+`GraphedStep` is used only where it is known to hold: CUDA, the fast path on every adapted layer,
+FlashAttention (varlen), no gradient checkpointing, no torch.compile, one process, and exactly one
+micro-batch in every step (`graph_eligibility` says why not otherwise). The adapters' per-step
+tensors (`FastAdapters.prepare`) are computed inside the graph, so each replay reads the parameters
+as the optimizer left them; the gradients live in the graph's memory and each replay overwrites them,
+so they are never set to None between steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hive_train.data import MicroBatch, RowTable
+
+
+@dataclass(frozen=True)
+class StaticShape:
+    """The one shape every micro-batch is padded to."""
+
+    tokens: int  # flattened row length
+    docs: int  # documents, padding pieces and empty documents included
+    loss_tokens: int  # loss positions, padded ones included
+    max_doc: int  # FlashAttention's max_seqlen: the longest document or padding piece
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def static_shape(table: RowTable, micro_batches, multiple: int = 128) -> StaticShape:
+    """The smallest `StaticShape` that holds every micro-batch of `micro_batches` (row index arrays)."""
+    micro_batches = [np.asarray(rows, dtype=np.int64) for rows in micro_batches]
+    lengths = [table.doc_lengths_of(rows) for rows in micro_batches]
+    tokens = [int(table.row_tokens[rows].sum()) for rows in micro_batches]
+    total = _round_up(max(tokens, default=1), multiple)
+    max_doc = max((int(d.max()) for d in lengths if len(d)), default=total)
+    loss = table.row_loss_tokens()
+    docs = max(len(d) + -(-(total - t) // max_doc) for d, t in zip(lengths, tokens))
+    most_loss = max((int(loss[rows].sum()) for rows in micro_batches), default=0)
+    return StaticShape(
+        tokens=total, docs=docs, loss_tokens=_round_up(max(most_loss, 1), multiple), max_doc=max_doc
+    )
+
+
+def pad_static(batch: MicroBatch, shape: StaticShape, pad_id: int) -> MicroBatch:
+    """`batch` (unpadded, from `flatten`) padded to `shape`; the loss and gradients are unchanged.
+
+    Raises ValueError when the batch does not fit the shape.
+    """
+    t, n = batch.length, batch.loss_tokens
+    docs = int(batch.cu_seqlens.shape[0]) - 1
+    padding = shape.tokens - t
+    pieces = [shape.max_doc] * (padding // shape.max_doc) + (
+        [padding % shape.max_doc] if padding % shape.max_doc else []
+    )
+    if (
+        padding < 0
+        or n > shape.loss_tokens
+        or docs + len(pieces) > shape.docs
+        or batch.max_doc_len > shape.max_doc
+    ):
+        raise ValueError(f"micro-batch ({t} tokens, {docs} documents, {n} loss tokens) does not fit {shape}")
+    ids = torch.cat([batch.input_ids[0], torch.full((padding,), pad_id, dtype=batch.input_ids.dtype)])
+    positions = torch.cat(
+        [batch.position_ids[0]] + [torch.arange(p, dtype=batch.position_ids.dtype) for p in pieces]
+    )
+    ends = t + np.cumsum(pieces, dtype=np.int64) if pieces else np.zeros(0, dtype=np.int64)
+    empty = np.full(shape.docs - docs - len(pieces), shape.tokens, dtype=np.int64)
+    cu = torch.cat([batch.cu_seqlens, torch.from_numpy(np.concatenate([ends, empty]).astype(np.int32))])
+    extra = shape.loss_tokens - n
+    # padded loss positions read the last position (a pad token, or a real one when nothing is
+    # padded) and predict the pad id, with weight 0
+    loss_positions = torch.cat(
+        [batch.loss_positions, torch.full((extra,), shape.tokens - 1, dtype=torch.int64)]
+    )
+    targets = torch.cat([batch.targets, torch.full((extra,), pad_id, dtype=torch.int64)])
+    weights = torch.cat([torch.ones(n), torch.zeros(extra)])
+    return MicroBatch(
+        input_ids=ids[None],
+        position_ids=positions[None],
+        cu_seqlens=cu,
+        max_doc_len=shape.max_doc,
+        loss_positions=loss_positions,
+        targets=targets,
+        doc_lengths=batch.doc_lengths,
+        rows=batch.rows,
+        padding=padding,
+        loss_weights=weights,
+    )
+
+
+def graph_eligibility(*, device: torch.device, fast, backend: str, cfg, world: int, schedule) -> str | None:
+    """None when a training run can replay its steps as a CUDA graph, else the reason it cannot."""
+    if device.type != "cuda":
+        return "not on CUDA"
+    if fast is None or not fast.covers_all:
+        return "the fast adapter path does not cover every adapted layer"
+    if backend != "varlen":
+        return f"attention is {backend}, not varlen"
+    if cfg.gradient_checkpointing:
+        return "gradient checkpointing is on"
+    if cfg.compile:
+        return "--compile is on"
+    if world > 1:
+        return "data parallel"
+    if any(len(step) != 1 for plan in schedule.epochs for step in plan):
+        return "a step has more than one micro-batch"
+    return None
+
+
+class GraphedStep:
+    """Forward + backward of one (padded) micro-batch, captured at the first call and replayed after.
+
+    `run(batch, denom)` leaves in every trainable parameter's `.grad` the gradient of the batch's
+    loss sum / `denom` and returns that loss (a float64 tensor on the device). The optimizer may
+    read, clip and apply the gradients but must not set them to None.
+    """
+
+    def __init__(
+        self, model, backend: str, shape: StaticShape, pad_id: int, device: torch.device, warmup: int = 2
+    ):
+        self.model, self.backend, self.shape, self.pad_id = model, backend, shape, pad_id
+        self.device, self.warmup = device, warmup
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.inputs: MicroBatch | None = None
+        self.scale = torch.ones((), dtype=torch.float32, device=device)
+        self.loss: torch.Tensor | None = None
+
+    def _forward_backward(self) -> torch.Tensor:
+        from hive_train.loop import micro_loss
+
+        loss = micro_loss(self.model, self.inputs, self.backend)
+        (loss * self.scale).backward()
+        return loss.detach().double() * self.scale.double()
+
+    def _load(self, batch: MicroBatch) -> None:
+        padded = pad_static(batch, self.shape, self.pad_id)
+        if self.inputs is None:
+            self.inputs = padded.to(self.device)
+            return
+        for name in ("input_ids", "position_ids", "cu_seqlens", "loss_positions", "targets", "loss_weights"):
+            getattr(self.inputs, name).copy_(getattr(padded, name), non_blocking=True)
+
+    def _capture(self) -> None:
+        fast = self.model.hive_fast
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):  # compiles the Triton kernels, sets up cuBLAS, off the capture
+            for _ in range(self.warmup):
+                fast.mark_stale()
+                self._forward_backward()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        for p in self.params:  # the captured backward allocates them in the graph's memory
+            p.grad = None
+        fast.mark_stale()  # so that `prepare` runs inside the graph
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.loss = self._forward_backward()
+        self.graph = graph
+
+    def run(self, batch: MicroBatch, denom: int) -> torch.Tensor:
+        self._load(batch)
+        self.scale.fill_(1.0 / max(denom, 1))
+        if self.graph is None:
+            self._capture()
+        self.graph.replay()
+        return self.loss
