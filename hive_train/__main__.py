@@ -1,5 +1,5 @@
 """`python -m hive_train` = `hive-train`."""
 
-from hive_train.cli import main
+from hive_train.cli import run
 
-main()
+run()
