@@ -7,8 +7,9 @@
 #   ../shared/tools/device-wheels.sh
 #   python benchmarks/make_train_data.py --out .bench/train --tokens 1500000
 # Then the device call, carrying .whl and .bench:
-#   bash benchmarks/device_run.sh probe      start-up probe + numerics + start-up (about 5 minutes)
-#   bash benchmarks/device_run.sh compare    TRL stock and tuned, hive, the tiers, a recipe (about 6 minutes)
+#   bash benchmarks/device_run.sh probe      start-up probe, hive, numerics, start-up (about 6 minutes)
+#   bash benchmarks/device_run.sh compare    hive, graphs vs eager, the tiers, a recipe, TRL tuned and stock
+#                                            (about 7 minutes)
 # (`all`, the default, runs both: more than one 10-minute call may allow.) Logs and JSON land in $OUT.
 set -uo pipefail
 out=${OUT:-/tmp/hive-bench}
@@ -18,9 +19,9 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 mode=${1:-all}
 case $mode in
-  probe) only=numerics,startup ;;
-  compare) only=hive,tiers,recipe,trl_tuned,trl_stock ;;
-  all) only=hive,tiers,numerics,startup,recipe,trl_tuned,trl_stock ;;
+  probe) only=hive,numerics,startup ;;
+  compare) only=hive,graphs,tiers,recipe,trl_tuned,trl_stock ;;
+  all) only=hive,graphs,tiers,numerics,startup,recipe,trl_tuned,trl_stock ;;
   *) echo "usage: $0 [probe|compare|all]" >&2; exit 2 ;;
 esac
 if [ "$mode" != compare ]; then  # first, while the machine is cold

@@ -285,7 +285,7 @@ def run_hive(
     out = Path(tempfile.mkdtemp(prefix=f"hive-{name}-"))
     cfg = hive_config(model_dir, tokenizer_dir, warmup + steps, vram, **overrides)
     torch.cuda.reset_peak_memory_stats()
-    train(cfg, shards, out, overwrite=True, progress=False)
+    done = train(cfg, shards, out, overwrite=True, progress=False)
     records = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r and "step" in r]
     timed = records[warmup : warmup + steps]
     seconds = sum(r["step_time"] for r in timed)
@@ -297,6 +297,7 @@ def run_hive(
         "mfu": flops / seconds / PEAK_FLOPS,
         "peak_gb": torch.cuda.max_memory_allocated() / 1e9,
         "gradient_checkpointing": cfg.gradient_checkpointing,
+        "cuda_graphs": done.cuda_graphs,
         "micro_batch_rows": cfg.batch_size,
         "grad_accum": cfg.grad_accum,
     }
@@ -305,7 +306,48 @@ def run_hive(
     return result
 
 
-def startup(shards: Path, tokenizer_dir: Path, model_dir: Path, runs: int = 2) -> dict:
+def graph_agreement(shards: Path, tokenizer_dir: Path, model_dir: Path, steps: int = 10) -> dict:
+    """hive-train `--vram 80` for `steps` steps with CUDA graphs and without (`--no-cuda-graphs`),
+    from the same seed on the same schedule: per-step loss and gradient norm, and the trained
+    adapters, compared (the graph replays must train the same model as the eager steps)."""
+    from safetensors.torch import load_file
+
+    from hive_train.loop import train
+    from hive_train.metrics import read_metrics
+
+    runs = {}
+    for graphs in (False, True):
+        out = Path(tempfile.mkdtemp(prefix="hive-graphs-"))
+        cfg = hive_config(model_dir, tokenizer_dir, steps, "80", cuda_graphs=graphs)
+        result = train(cfg, shards, out, overwrite=True, progress=False)
+        records = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r and "step" in r]
+        adapter = load_file(out / "adapter" / "adapter_model.safetensors")
+        runs[graphs] = {
+            "used_graphs": result.cuda_graphs,
+            "loss": np.array([r["loss"] for r in records]),
+            "grad_norm": np.array([r["grad_norm"] for r in records]),
+            "lora_B": torch.cat([t.float().flatten() for k, t in sorted(adapter.items()) if "lora_B" in k]),
+        }
+        del result
+        shutil.rmtree(out, ignore_errors=True)
+        cleanup()
+    eager, graph = runs[False], runs[True]
+    return {
+        "steps": steps,
+        "graph_run_used_graphs": graph["used_graphs"],
+        "eager_run_used_graphs": eager["used_graphs"],
+        "loss_rel_max": float(np.max(np.abs(graph["loss"] - eager["loss"]) / np.abs(eager["loss"]))),
+        "grad_norm_rel_max": float(
+            np.max(np.abs(graph["grad_norm"] - eager["grad_norm"]) / eager["grad_norm"])
+        ),
+        # B starts at zero, so it holds only what training put there
+        "lora_B_rel": float((graph["lora_B"] - eager["lora_B"]).norm() / eager["lora_B"].norm()),
+        "losses_eager": eager["loss"].round(5).tolist(),
+        "losses_graph": graph["loss"].round(5).tolist(),
+    }
+
+
+def startup(shards: Path, tokenizer_dir: Path, model_dir: Path, runs: int = 3) -> dict:
     """`hive-train` from launch to the end of its first optimizer step, `runs` times in fresh
     processes (the first is the coldest), with the machine's bytecode facts and import profile
     (`benchmarks/startup.py` has the details)."""
@@ -456,7 +498,7 @@ def main() -> None:
     parser.add_argument("--data", default=".bench/train", help="output of make_train_data.py")
     parser.add_argument("--steps", type=int, default=12, help="timed steps per setup")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--only", default="hive,tiers,numerics,startup,recipe,trl_tuned,trl_stock")
+    parser.add_argument("--only", default="hive,graphs,tiers,numerics,startup,recipe,trl_tuned,trl_stock")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument(
         "--device",
@@ -529,6 +571,13 @@ def main() -> None:
             res["headroom"] = 1 - res["peak_gb"] / int(tier) if "peak_gb" in res else None
             results["tiers"].append(res)
             print(res, flush=True)
+    if "graphs" in only:
+        try:
+            results["graph_agreement"] = graph_agreement(shards, tokenizer_dir, model_dir)
+        except Exception as err:  # keep the TRL comparison that follows
+            cleanup()
+            results["graph_agreement"] = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
+        print(results["graph_agreement"], flush=True)
     if "numerics" in only:
         results["numerics"] = numerics(shards, model_dir, args.device, args.numerics_rows)
         print(results["numerics"], flush=True)

@@ -1,0 +1,205 @@
+"""Where a hive-train step spends its time on the GPU: for finding the next speed-up, not for records.
+
+Builds the model as `hive-train --vram 80` does (Qwen3-0.6B's architecture, random weights, NF4 +
+DoRA r=12 on q/k/v/o/up/down) and runs one packed 8 x 2048 batch:
+
+1. step time with the host syncs the training loop makes (loss and gradient norm read each step),
+   and without any (steps queued back to back, one sync at the end);
+2. GPU busy time per step: the sum of kernel durations under the profiler, and the costliest kernels;
+3. one DoRA layer of each shape, forward + backward, against the plain base matmuls alone
+   (what the adapter adds on top of the frozen GEMMs), fused Triton ends and PyTorch ends.
+
+    python benchmarks/profile_step.py --data .bench/train
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def build(data: Path, vram: str = "80"):
+    import train_throughput as tt
+
+    from hive_data.shards import open_shards
+    from hive_train import attention
+    from hive_train.data import RowTable, flatten
+    from hive_train.model import compute_dtype, load_model
+
+    model_dir = tt.make_model_dir(Path(tempfile.gettempdir()) / "qwen3-0.6b-random")
+    tokenizer_dir = tt.unpack_tokenizer(data / "tokenizer")
+    cfg = tt.hive_config(model_dir, tokenizer_dir, 10, vram)
+    device = torch.device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    dtype = compute_dtype(cfg, device)
+    attention.register()
+    model = load_model(cfg, device, dtype).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
+    model.hive_fast.attach(opt)
+    table = RowTable.from_arrow(open_shards(data / "shards").split("train"))
+    batch = flatten(table, np.arange(8)).to(device)
+    backend = attention.choose_backend(cfg.attention, device)
+    return model, params, opt, batch, backend
+
+
+def step(model, params, opt, batch, backend, sync: bool):
+    from hive_train.loop import micro_loss
+
+    loss = micro_loss(model, batch, backend) / batch.loss_tokens
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+    if sync:
+        float(loss), float(norm)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def timed(fn, n: int, *args) -> float:
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn(*args)
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / n
+
+
+def whole_step(data: Path) -> None:
+    model, params, opt, batch, backend = build(data)
+    tokens = batch.length
+    for _ in range(3):
+        step(model, params, opt, batch, backend, True)
+    for sync in (True, False):
+        s = timed(step, 10, model, params, opt, batch, backend, sync)
+        print(f"step with{'' if sync else 'out'} host syncs: {s * 1e3:.1f} ms, {tokens / s:,.0f} tokens/s")
+    # host time to queue one step while the GPU is still busy with the previous ones
+    torch.cuda.synchronize()
+    torch.cuda._sleep(int(2e9))  # ~1 s of GPU work ahead of the host, so launches never block
+    t0 = time.perf_counter()
+    step(model, params, opt, batch, backend, False)
+    print(f"host time to queue one step (no syncs): {(time.perf_counter() - t0) * 1e3:.1f} ms")
+    torch.cuda.synchronize()
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            step(model, params, opt, batch, backend, True)
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    busy = sum(e.self_device_time_total for e in events) / 3 / 1e3
+    print(
+        f"GPU kernel time per step: {busy:.1f} ms ({tokens / busy * 1e3:,.0f} tokens/s if the GPU never idled)"
+    )
+    events.sort(key=lambda e: -e.self_device_time_total)
+    print("| kernel | ms per step | calls per step |")
+    print("|---|---|---|")
+    for e in events[:30]:
+        print(f"| {e.key[:90]} | {e.self_device_time_total / 3 / 1e3:.2f} | {e.count // 3} |")
+
+
+def _base_gemms(x, w, dy):
+    return x.detach() @ w.t(), dy @ w
+
+
+def _dora_layer(x, a, b, m, layer, dy):
+    from hive_train.fast import _AdapterLinear
+
+    _AdapterLinear.apply(x, a, b, m, layer).backward(dy)
+
+
+def graphed_step(data: Path) -> None:
+    """The same batch through `GraphedStep`: its loss and gradients against the eager step's,
+    then its speed (replay, gradient clipping and the optimizer, as the training loop does)."""
+    from hive_data.shards import open_shards
+    from hive_train.data import RowTable, flatten
+    from hive_train.graphs import GraphedStep, static_shape
+    from hive_train.loop import micro_loss
+
+    gc.collect()
+    torch.cuda.empty_cache()
+    model, params, opt, batch, backend = build(data)
+    table = RowTable.from_arrow(open_shards(data / "shards").split("train"))
+    rows = np.arange(8)
+    plain = flatten(table, rows)
+    n = plain.loss_tokens
+    model.hive_fast.mark_stale()
+    eager = micro_loss(model, batch, backend) / n
+    eager.backward()
+    reference = torch.cat([p.grad.flatten() for p in params])
+    for p in params:
+        p.grad = None
+    shape = static_shape(table, [rows, np.arange(8, 16)])
+    graphed = GraphedStep(model, backend, shape, pad_id=0, device=torch.device("cuda"))
+    loss = graphed.run(plain, n)
+    got = torch.cat([p.grad.flatten() for p in params])
+    print(f"graph vs eager: loss {float(loss):.6f} vs {float(eager):.6f}, "
+          f"gradients ||d||/||ref|| {float((got - reference).norm() / reference.norm()):.2e}")  # fmt: skip
+
+    def one():
+        graphed.run(plain, n)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+
+    s = timed(one, 10)
+    print(f"graphed step: {s * 1e3:.1f} ms, {plain.length / s:,.0f} tokens/s (shape {shape})")
+
+
+def layer_costs(tokens: int = 16384, rank: int = 12, dev: str = "cuda") -> None:
+    from hive_train import kernels
+    from hive_train.fast import _Layer
+
+    shapes = {"q": (2048, 1024), "k/v/o-in": (1024, 1024), "o": (1024, 2048), "up/gate": (3072, 1024),
+              "down": (1024, 3072)}  # fmt: skip
+    dt = torch.bfloat16
+    print("\n| layer (out x in) | base GEMMs fwd+bwd ms | DoRA fused ms | DoRA PyTorch ends ms |")
+    print("|---|---|---|---|")
+    for name, (n, k) in shapes.items():
+        x = torch.randn(tokens, k, device=dev, dtype=dt, requires_grad=True)
+        w = torch.randn(n, k, device=dev, dtype=dt) * 0.02
+        dy = torch.randn(tokens, n, device=dev, dtype=dt)
+        lin = torch.nn.Linear(k, n, bias=False, device=dev, dtype=dt)
+        a = torch.nn.Parameter(torch.randn(rank, k, device=dev) * 0.02)
+        b = torch.nn.Parameter(torch.randn(n, rank, device=dev) * 0.02)
+        m = torch.nn.Parameter(torch.ones(n, device=dev))
+        layer = _Layer(module=lin, base=lin, lora_a=a, lora_b=b, magnitude=m, scaling=2.0, dense=w)
+        layer.a, layer.b_s, layer.g = a.to(dt), (b * 2).to(dt), torch.rand(n, device=dev) + 0.5
+        layer.gs, layer.m32 = layer.g * 2, m.detach().float()
+
+        costs = [timed(_base_gemms, 20, x, w, dy)]
+        costs.append(timed(_dora_layer, 20, x, a, b, m, layer, dy))
+        fused = kernels._fused
+        kernels._fused = lambda *t: False
+        costs.append(timed(_dora_layer, 20, x, a, b, m, layer, dy))
+        kernels._fused = fused
+        print(f"| {name} ({n} x {k}) | " + " | ".join(f"{c * 1e3:.3f}" for c in costs) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=".bench/train")
+    parser.add_argument("--only", default="step,graph,layers", help="step, graph, layers")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    print(torch.__version__, torch.cuda.get_device_name())
+    if "step" in only:
+        whole_step(Path(args.data))
+    if "graph" in only:
+        graphed_step(Path(args.data))
+    if "layers" in only:
+        layer_costs()
+
+
+if __name__ == "__main__":
+    main()
