@@ -578,7 +578,8 @@ def _graphed(graphed: GraphedStep, batch, loss_tokens: int, log):
         for p in graphed.params:
             p.grad = None
         graphed.model.hive_fast.mark_stale()
-        log(f"CUDA graph capture failed, running without ({str(err).splitlines()[0][:200]})")
+        first = err.__context__ or err  # the capture's own error, not the one ending the capture
+        log(f"CUDA graph capture failed, running without ({str(first).splitlines()[0][:200]})")
         return None, None
 
 
