@@ -6,7 +6,9 @@ DoRA r=12 on q/k/v/o/up/down) and runs one packed 8 x 2048 batch:
 1. step time with the host syncs the training loop makes (loss and gradient norm read each step),
    and without any (steps queued back to back, one sync at the end);
 2. GPU busy time per step: the sum of kernel durations under the profiler, and the costliest kernels;
-3. one DoRA layer of each shape, forward + backward, against the plain base matmuls alone
+3. the same batch as a CUDA graph (`hive_train.graphs`) against eager, its speed, and the training
+   loop's fallback when a capture fails;
+4. one DoRA layer of each shape, forward + backward, against the plain base matmuls alone
    (what the adapter adds on top of the frozen GEMMs), fused Triton ends and PyTorch ends.
 
     python benchmarks/profile_step.py --data .bench/train
@@ -119,13 +121,10 @@ def _dora_layer(x, a, b, m, layer, dy):
     _AdapterLinear.apply(x, a, b, m, layer).backward(dy)
 
 
-def graphed_step(data: Path) -> None:
-    """The same batch through `GraphedStep`: its loss and gradients against the eager step's,
-    then its speed (replay, gradient clipping and the optimizer, as the training loop does)."""
+def _graph_setup(data: Path):
     from hive_data.shards import open_shards
     from hive_train.data import RowTable, flatten
     from hive_train.graphs import GraphedStep, static_shape
-    from hive_train.loop import micro_loss
 
     gc.collect()
     torch.cuda.empty_cache()
@@ -133,19 +132,36 @@ def graphed_step(data: Path) -> None:
     table = RowTable.from_arrow(open_shards(data / "shards").split("train"))
     rows = np.arange(8)
     plain = flatten(table, rows)
-    n = plain.loss_tokens
-    model.hive_fast.mark_stale()
-    eager = micro_loss(model, batch, backend) / n
-    eager.backward()
-    reference = torch.cat([p.grad.flatten() for p in params])
-    for p in params:
-        p.grad = None
     shape = static_shape(table, [rows, np.arange(8, 16)])
     graphed = GraphedStep(model, backend, shape, pad_id=0, device=torch.device("cuda"))
-    loss = graphed.run(plain, n)
-    got = torch.cat([p.grad.flatten() for p in params])
-    print(f"graph vs eager: loss {float(loss):.6f} vs {float(eager):.6f}, "
+    return model, params, opt, batch, backend, plain, graphed
+
+
+def _eager_grads(model, params, batch, backend) -> tuple[float, torch.Tensor]:
+    from hive_train.loop import micro_loss
+
+    for p in params:
+        p.grad = None
+    model.hive_fast.mark_stale()
+    loss = micro_loss(model, batch, backend) / batch.loss_tokens
+    loss.backward()
+    return float(loss), torch.cat([p.grad.flatten() for p in params])
+
+
+def graphed_step(data: Path) -> None:
+    """The batch through `GraphedStep`, then eagerly at the same parameters: loss and gradients
+    compared; then the graph's speed (replay, clipping, optimizer, as the training loop runs it).
+    The graph comes first: a backward pass run eagerly before the capture breaks it (`fallback`)."""
+    model, params, opt, batch, backend, plain, graphed = _graph_setup(data)
+    n = plain.loss_tokens
+    loss = float(graphed.run(plain, n))
+    kept = [p.grad for p in params]  # the graph's own gradient buffers
+    got = torch.cat([g.flatten() for g in kept])
+    eager, reference = _eager_grads(model, params, batch, backend)
+    print(f"graph vs eager: loss {loss:.6f} vs {eager:.6f}, "
           f"gradients ||d||/||ref|| {float((got - reference).norm() / reference.norm()):.2e}")  # fmt: skip
+    for p, g in zip(params, kept):
+        p.grad = g
 
     def one():
         graphed.run(plain, n)
@@ -153,7 +169,31 @@ def graphed_step(data: Path) -> None:
         opt.step()
 
     s = timed(one, 10)
-    print(f"graphed step: {s * 1e3:.1f} ms, {plain.length / s:,.0f} tokens/s (shape {shape})")
+    print(f"graphed step: {s * 1e3:.1f} ms, {plain.length / s:,.0f} tokens/s (shape {graphed.shape})")
+
+
+def fallback(data: Path) -> None:
+    """The training loop's fallback when a capture fails: a forward hook that reads a value back
+    to the host (which a capture cannot hold) makes it fail; the run must then go on eagerly, with
+    the gradients of an eager step."""
+    from hive_train.loop import _graphed
+
+    model, params, opt, batch, backend, plain, graphed = _graph_setup(data)
+    _, before = _eager_grads(model, params, batch, backend)
+
+    def host_sync(module, args, output):
+        if torch.cuda.is_current_stream_capturing():
+            float(output[0].sum())
+
+    hook = model.get_base_model().model.layers[0].register_forward_hook(host_sync)
+    loss, graphed = _graphed(graphed, plain, plain.loss_tokens, print)
+    hook.remove()
+    if graphed is not None:
+        print(f"fallback: the capture succeeded despite a host sync (loss {float(loss):.6f})")
+        return
+    _, after = _eager_grads(model, params, batch, backend)
+    print(f"fallback: eager step after the failed capture, gradients ||d||/||ref|| "
+          f"{float((after - before).norm() / before.norm()):.2e} from the eager step before it")  # fmt: skip
 
 
 def layer_costs(tokens: int = 16384, rank: int = 12, dev: str = "cuda") -> None:
@@ -189,7 +229,7 @@ def layer_costs(tokens: int = 16384, rank: int = 12, dev: str = "cuda") -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=".bench/train")
-    parser.add_argument("--only", default="step,graph,layers", help="step, graph, layers")
+    parser.add_argument("--only", default="step,graph,fallback,layers", help="step, graph, fallback, layers")
     args = parser.parse_args()
     only = set(args.only.split(","))
     print(torch.__version__, torch.cuda.get_device_name())
@@ -197,6 +237,8 @@ def main() -> None:
         whole_step(Path(args.data))
     if "graph" in only:
         graphed_step(Path(args.data))
+    if "fallback" in only:
+        fallback(Path(args.data))
     if "layers" in only:
         layer_costs()
 
