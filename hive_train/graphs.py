@@ -14,8 +14,9 @@ the loss nor any gradient. The LM-head loss then runs the chunked PyTorch versio
 a value back to the host (Liger's kernel does, to count its targets).
 
 `GraphedStep` is used only where it is known to hold: CUDA, the fast path on every adapted layer,
-FlashAttention (varlen), no gradient checkpointing, no torch.compile, one process, and exactly one
-micro-batch in every step (`graph_eligibility` says why not otherwise). The adapters' per-step
+FlashAttention (varlen), no gradient checkpointing, no torch.compile, one process, and about the same
+number of micro-batches in every step: one graph runs all of a step's micro-batches, and a step
+with fewer gets empty ones (`graph_eligibility` says why not otherwise). The adapters' per-step
 tensors (`FastAdapters.prepare`) are computed inside the graph, so each replay reads the parameters
 as the optimizer left them; the gradients live in the graph's memory and each replay overwrites them,
 so they are never set to None between steps.
@@ -46,18 +47,41 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 def static_shape(table: RowTable, micro_batches, multiple: int = 128) -> StaticShape:
-    """The smallest `StaticShape` that holds every micro-batch of `micro_batches` (row index arrays)."""
+    """The smallest `StaticShape` that holds every micro-batch of `micro_batches` (row index arrays)
+    and an empty one (all padding: it fills a step that has fewer micro-batches than the others)."""
     micro_batches = [np.asarray(rows, dtype=np.int64) for rows in micro_batches]
     lengths = [table.doc_lengths_of(rows) for rows in micro_batches]
     tokens = [int(table.row_tokens[rows].sum()) for rows in micro_batches]
     total = _round_up(max(tokens, default=1), multiple)
     max_doc = max((int(d.max()) for d in lengths if len(d)), default=total)
     loss = table.row_loss_tokens()
-    docs = max(len(d) + -(-(total - t) // max_doc) for d, t in zip(lengths, tokens))
+    docs = max(
+        [len(d) + -(-(total - t) // max_doc) for d, t in zip(lengths, tokens)] + [-(-total // max_doc)]
+    )
     most_loss = max((int(loss[rows].sum()) for rows in micro_batches), default=0)
     return StaticShape(
         tokens=total, docs=docs, loss_tokens=_round_up(max(most_loss, 1), multiple), max_doc=max_doc
     )
+
+
+def empty_micro_batch() -> MicroBatch:
+    """A micro-batch of no tokens: `pad_static` turns it into padding alone (no loss, no gradient)."""
+    none = torch.zeros((1, 0), dtype=torch.int64)
+    return MicroBatch(
+        input_ids=none, position_ids=none, cu_seqlens=torch.zeros(1, dtype=torch.int32), max_doc_len=0,
+        loss_positions=torch.zeros(0, dtype=torch.int64), targets=torch.zeros(0, dtype=torch.int64),
+        doc_lengths=np.zeros(0, dtype=np.int64), rows=np.zeros(0, dtype=np.int64),
+    )  # fmt: skip
+
+
+def micro_batches_per_step(schedule, most_padding: float = 0.05) -> int | None:
+    """How many micro-batches every graphed step runs (the most any step has; shorter steps get
+    empty ones), or None when that would add more than `most_padding` of all micro-batches."""
+    counts = [len(step) for plan in schedule.epochs for step in plan]
+    if not counts:
+        return None
+    most = max(counts)
+    return most if most * len(counts) - sum(counts) <= most_padding * sum(counts) else None
 
 
 def pad_static(batch: MicroBatch, shape: StaticShape, pad_id: int) -> MicroBatch:
@@ -121,44 +145,66 @@ def graph_eligibility(*, device: torch.device, fast, backend: str, cfg, world: i
         return "--compile is on"
     if world > 1:
         return "data parallel"
-    if any(len(step) != 1 for plan in schedule.epochs for step in plan):
-        return "a step has more than one micro-batch"
+    if micro_batches_per_step(schedule) is None:
+        return "the number of micro-batches per step varies too much"
     return None
 
 
 class GraphedStep:
-    """Forward + backward of one (padded) micro-batch, captured at the first call and replayed after.
+    """Forward + backward of a step's `micro` (padded) micro-batches, captured at the first call
+    and replayed after; the gradients accumulate over the micro-batches inside the graph.
 
-    `run(batch, denom)` leaves in every trainable parameter's `.grad` the gradient of the batch's
-    loss sum / `denom` and returns that loss (a float64 tensor on the device). The optimizer may
-    read, clip and apply the gradients but must not set them to None.
+    `run(batches, denom)` leaves in every trainable parameter's `.grad` the gradient of the
+    batches' loss sum / `denom` and returns that loss (a float64 tensor on the device). The
+    optimizer may read, clip and apply the gradients but must not set them to None.
     """
 
     def __init__(
-        self, model, backend: str, shape: StaticShape, pad_id: int, device: torch.device, warmup: int = 2
+        self,
+        model,
+        backend: str,
+        shape: StaticShape,
+        pad_id: int,
+        device: torch.device,
+        micro: int = 1,
+        warmup: int = 2,
     ):
         self.model, self.backend, self.shape, self.pad_id = model, backend, shape, pad_id
-        self.device, self.warmup = device, warmup
+        self.device, self.micro, self.warmup = device, micro, warmup
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.inputs: MicroBatch | None = None
+        self.inputs: list[MicroBatch] = []
         self.scale = torch.ones((), dtype=torch.float32, device=device)
         self.loss: torch.Tensor | None = None
 
     def _forward_backward(self) -> torch.Tensor:
         from hive_train.loop import micro_loss
 
-        loss = micro_loss(self.model, self.inputs, self.backend)
-        (loss * self.scale).backward()
-        return loss.detach().double() * self.scale.double()
+        total = None
+        for batch in self.inputs:  # activations of one micro-batch are freed before the next
+            loss = micro_loss(self.model, batch, self.backend)
+            (loss * self.scale).backward()
+            total = loss.detach().double() if total is None else total + loss.detach().double()
+        return total * self.scale.double()
 
-    def _load(self, batch: MicroBatch) -> None:
-        padded = pad_static(batch, self.shape, self.pad_id)
-        if self.inputs is None:
-            self.inputs = padded.to(self.device)
+    def _load(self, batches: list[MicroBatch]) -> None:
+        if len(batches) > self.micro:
+            raise ValueError(f"{len(batches)} micro-batches in a step graphed for {self.micro}")
+        batches = list(batches) + [empty_micro_batch()] * (self.micro - len(batches))
+        padded = [pad_static(batch, self.shape, self.pad_id) for batch in batches]
+        if not self.inputs:
+            self.inputs = [batch.to(self.device) for batch in padded]
             return
-        for name in ("input_ids", "position_ids", "cu_seqlens", "loss_positions", "targets", "loss_weights"):
-            getattr(self.inputs, name).copy_(getattr(padded, name), non_blocking=True)
+        for static, batch in zip(self.inputs, padded):
+            for name in (
+                "input_ids",
+                "position_ids",
+                "cu_seqlens",
+                "loss_positions",
+                "targets",
+                "loss_weights",
+            ):
+                getattr(static, name).copy_(getattr(batch, name), non_blocking=True)
 
     def _capture(self) -> None:
         fast = self.model.hive_fast
@@ -177,8 +223,8 @@ class GraphedStep:
             self.loss = self._forward_backward()
         self.graph = graph
 
-    def run(self, batch: MicroBatch, denom: int) -> torch.Tensor:
-        self._load(batch)
+    def run(self, batches: list[MicroBatch], denom: int) -> torch.Tensor:
+        self._load(batches)
         self.scale.fill_(1.0 / max(denom, 1))
         if self.graph is None:
             self._capture()

@@ -43,7 +43,7 @@ from hive_train.data import (
 )
 from hive_train.distributed import pick_device  # noqa: F401  (re-exported: the loop's device rule)
 from hive_train.fast import linear_cross_entropy_sum
-from hive_train.graphs import GraphedStep, graph_eligibility, static_shape
+from hive_train.graphs import GraphedStep, graph_eligibility, micro_batches_per_step, static_shape
 from hive_train.metrics import MetricsLog, peak_flops, peak_memory_gb, read_metrics, step_flops
 from hive_train.model import (
     check_fit,
@@ -396,7 +396,12 @@ def _train(
     if why_not is None:
         every_micro = [m for plan in schedule.epochs for step in plan for m in step]
         graphed = GraphedStep(
-            model, backend, static_shape(train_rows, every_micro), int(tok_meta.get("pad_id") or 0), device
+            model,
+            backend,
+            static_shape(train_rows, every_micro),
+            int(tok_meta.get("pad_id") or 0),
+            device,
+            micro=micro_batches_per_step(schedule),
         )
     elif cfg.cuda_graphs:
         log(f"CUDA graphs off: {why_not}")
@@ -441,7 +446,7 @@ def _train(
             mine = shard_micro_batches(step_rows, rank, world)
             local = None
             if graphed is not None:
-                local, graphed = _graphed(graphed, flatten(train_rows, mine[0]), loss_tokens, log)
+                local, graphed = _graphed(graphed, [flatten(train_rows, r) for r in mine], loss_tokens, log)
             if local is None:
                 batches = [flatten(train_rows, rows, **pad).to(device) for rows in mine]
                 local = accumulate(model, batches, backend, autocast, loss_tokens)
@@ -566,13 +571,13 @@ def _train(
     )
 
 
-def _graphed(graphed: GraphedStep, batch, loss_tokens: int, log):
+def _graphed(graphed: GraphedStep, batches, loss_tokens: int, log):
     """(loss, graphed) from a graph replay; (None, None) when capturing it failed, after which
     the run goes on eagerly (this step included) with the gradients and adapter state reset."""
     if graphed.graph is not None:  # captured: replays do not fail this way
-        return graphed.run(batch, loss_tokens), graphed
+        return graphed.run(batches, loss_tokens), graphed
     try:
-        return graphed.run(batch, loss_tokens), graphed
+        return graphed.run(batches, loss_tokens), graphed
     except RuntimeError as err:  # an operation that cannot be captured (a host sync, say)
         torch.cuda.synchronize()
         for p in graphed.params:

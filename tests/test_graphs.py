@@ -8,6 +8,7 @@ adapter gradients of the unpadded one through the real fast path (NF4 + DoRA, fl
 from __future__ import annotations
 
 import dataclasses
+import types
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +20,13 @@ from test_train_helpers import make_documents, pack_rows
 from hive_data.shards import rows_to_batch
 from hive_train.config import TrainConfig
 from hive_train.data import RowTable, build_schedule, flatten
-from hive_train.graphs import graph_eligibility, pad_static, static_shape
+from hive_train.graphs import (
+    empty_micro_batch,
+    graph_eligibility,
+    micro_batches_per_step,
+    pad_static,
+    static_shape,
+)
 from hive_train.loop import micro_loss
 
 
@@ -63,6 +70,28 @@ def test_every_micro_batch_fits_the_static_shape_as_valid_documents(table):
         assert len(padded.targets) == shape.loss_tokens
 
 
+def test_an_empty_micro_batch_pads_to_the_shape_without_loss(table):
+    _, micros = micro_batches(table)
+    shape = static_shape(table, micros, multiple=16)
+    padded = pad_static(empty_micro_batch(), shape, pad_id=0)
+    cu = padded.cu_seqlens.numpy()
+    assert padded.length == shape.tokens and len(cu) == shape.docs + 1 and cu[-1] == shape.tokens
+    assert np.diff(cu).max() <= shape.max_doc
+    assert padded.loss_tokens == 0 and len(padded.targets) == shape.loss_tokens
+
+
+def test_micro_batches_per_step_tolerates_a_short_last_step_only(table):
+    def schedule(*counts):
+        step = [np.arange(1)]
+        return types.SimpleNamespace(epochs=[[step * n for n in counts]])
+
+    assert micro_batches_per_step(schedule(4, 4, 4)) == 4
+    assert micro_batches_per_step(schedule(*([4] * 30), 2)) == 4  # 2 empty in 122: within 5%
+    assert micro_batches_per_step(schedule(4, 1, 4, 2)) is None  # token budgets that vary
+    real, _ = micro_batches(table)
+    assert micro_batches_per_step(real) == 1
+
+
 def test_a_micro_batch_larger_than_the_shape_is_refused(table):
     _, micros = micro_batches(table)
     shape = static_shape(table, micros[:1], multiple=1)
@@ -91,16 +120,19 @@ def test_padding_changes_neither_the_loss_nor_the_adapter_gradients(table):
     assert loss_b == pytest.approx(loss_a, rel=1e-6)
     for name in ga:  # equal up to float32 summation order (the GEMMs see more rows)
         assert (gb[name] - ga[name]).norm() <= 1e-6 * ga[name].norm(), name
+    # the empty micro-batch that fills a short step adds nothing
+    zero(model)
+    loss = micro_loss(model, pad_static(empty_micro_batch(), shape, pad_id=0), "sdpa")
+    loss.backward()
+    assert float(loss) == 0.0
+    assert all(float(g.abs().max()) == 0.0 for g in grads(model).values())
 
 
 def test_graphs_are_refused_where_they_cannot_hold(table):
     model = make_model()
     cuda = torch.device("cuda")
     one, _ = micro_batches(table)
-    accum = build_schedule(
-        table.row_tokens, seed=1, epochs=1, max_steps=None, batch_size=2, grad_accum=2,
-        tokens_per_micro=None, tokens_per_step=None,
-    )  # fmt: skip
+    varying = types.SimpleNamespace(epochs=[[[np.arange(2)] * n for n in (3, 1, 3, 1)]])
     cfg = TrainConfig()
     ok = {
         "device": cuda,
@@ -113,7 +145,15 @@ def test_graphs_are_refused_where_they_cannot_hold(table):
     assert graph_eligibility(**ok) is None
     assert graph_eligibility(**{**ok, "device": torch.device("cpu")}) == "not on CUDA"
     assert graph_eligibility(**{**ok, "backend": "flex"}) == "attention is flex, not varlen"
-    assert graph_eligibility(**{**ok, "schedule": accum}) == "a step has more than one micro-batch"
+    accum = build_schedule(
+        table.row_tokens, seed=1, epochs=1, max_steps=None, batch_size=2, grad_accum=2,
+        tokens_per_micro=None, tokens_per_step=None,
+    )  # fmt: skip
+    assert graph_eligibility(**{**ok, "schedule": accum}) is None  # accumulation runs inside the graph
+    assert (
+        graph_eligibility(**{**ok, "schedule": varying})
+        == "the number of micro-batches per step varies too much"
+    )
     assert graph_eligibility(**{**ok, "world": 2}) == "data parallel"
     checkpointing = dataclasses.replace(cfg, gradient_checkpointing=True)
     assert graph_eligibility(**{**ok, "cfg": checkpointing}) == "gradient checkpointing is on"
