@@ -154,7 +154,7 @@ def graphed_step(data: Path) -> None:
     The graph comes first: a backward pass run eagerly before the capture breaks it (`fallback`)."""
     model, params, opt, batch, backend, plain, graphed = _graph_setup(data)
     n = plain.loss_tokens
-    loss = float(graphed.run(plain, n))
+    loss = float(graphed.run([plain], n))
     kept = [p.grad for p in params]  # the graph's own gradient buffers
     got = torch.cat([g.flatten() for g in kept])
     eager, reference = _eager_grads(model, params, batch, backend)
@@ -164,7 +164,7 @@ def graphed_step(data: Path) -> None:
         p.grad = g
 
     def one():
-        graphed.run(plain, n)
+        graphed.run([plain], n)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
 
@@ -186,7 +186,7 @@ def fallback(data: Path) -> None:
             float(output[0].sum())
 
     hook = model.get_base_model().model.layers[0].register_forward_hook(host_sync)
-    loss, graphed = _graphed(graphed, plain, plain.loss_tokens, print)
+    loss, graphed = _graphed(graphed, [plain], plain.loss_tokens, print)
     hook.remove()
     if graphed is not None:
         print(f"fallback: the capture succeeded despite a host sync (loss {float(loss):.6f})")

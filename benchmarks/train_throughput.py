@@ -251,7 +251,7 @@ def run_trl(
 def hive_config(model_dir: Path, tokenizer_dir: Path, steps: int, vram: str, **overrides):
     from hive_train.config import TrainConfig, apply_vram_preset
 
-    cfg = TrainConfig(
+    settings = dict(
         model=str(model_dir),
         tokenizer=str(tokenizer_dir),
         batch_size=ROWS_PER_STEP,
@@ -262,8 +262,8 @@ def hive_config(model_dir: Path, tokenizer_dir: Path, steps: int, vram: str, **o
         save_every=0,
         warmup_ratio=0.0,
         vram=vram,
-        **overrides,
     )
+    cfg = TrainConfig(**{**settings, **overrides})
     cfg, _ = apply_vram_preset(cfg, vram, explicit=set())
     return cfg.validate()
 
@@ -306,10 +306,13 @@ def run_hive(
     return result
 
 
-def graph_agreement(shards: Path, tokenizer_dir: Path, model_dir: Path, steps: int = 10) -> dict:
+def graph_agreement(
+    shards: Path, tokenizer_dir: Path, model_dir: Path, steps: int = 10, warmup: int = 2, **overrides
+) -> dict:
     """hive-train `--vram 80` for `steps` steps with CUDA graphs and without (`--no-cuda-graphs`),
     from the same seed on the same schedule: per-step loss and gradient norm, and the trained
-    adapters, compared (the graph replays must train the same model as the eager steps)."""
+    adapters, compared (the graph replays must train the same model as the eager steps); and the
+    tokens/s of each after `warmup` steps. `overrides` go to the config (the batching, say)."""
     from safetensors.torch import load_file
 
     from hive_train.loop import train
@@ -318,7 +321,7 @@ def graph_agreement(shards: Path, tokenizer_dir: Path, model_dir: Path, steps: i
     runs = {}
     for graphs in (False, True):
         out = Path(tempfile.mkdtemp(prefix="hive-graphs-"))
-        cfg = hive_config(model_dir, tokenizer_dir, steps, "80", cuda_graphs=graphs)
+        cfg = hive_config(model_dir, tokenizer_dir, steps, "80", cuda_graphs=graphs, **overrides)
         result = train(cfg, shards, out, overwrite=True, progress=False)
         records = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r and "step" in r]
         adapter = load_file(out / "adapter" / "adapter_model.safetensors")
@@ -327,6 +330,9 @@ def graph_agreement(shards: Path, tokenizer_dir: Path, model_dir: Path, steps: i
             "loss": np.array([r["loss"] for r in records]),
             "grad_norm": np.array([r["grad_norm"] for r in records]),
             "lora_B": torch.cat([t.float().flatten() for k, t in sorted(adapter.items()) if "lora_B" in k]),
+            "tokens_per_s": sum(r["step_tokens"] for r in records[warmup:])
+            / sum(r["step_time"] for r in records[warmup:]),
+            "batching": f"{cfg.batch_size} x {cfg.grad_accum}",
         }
         del result
         shutil.rmtree(out, ignore_errors=True)
@@ -334,6 +340,9 @@ def graph_agreement(shards: Path, tokenizer_dir: Path, model_dir: Path, steps: i
     eager, graph = runs[False], runs[True]
     return {
         "steps": steps,
+        "batching": graph["batching"],
+        "tokens_per_s_eager": eager["tokens_per_s"],
+        "tokens_per_s_graph": graph["tokens_per_s"],
         "graph_run_used_graphs": graph["used_graphs"],
         "eager_run_used_graphs": eager["used_graphs"],
         "loss_rel_max": float(np.max(np.abs(graph["loss"] - eager["loss"]) / np.abs(eager["loss"]))),
@@ -574,10 +583,16 @@ def main() -> None:
     if "graphs" in only:
         try:
             results["graph_agreement"] = graph_agreement(shards, tokenizer_dir, model_dir)
+            print(results["graph_agreement"], flush=True)
+            # the shipped recipes' batching at --vram 80: 4 micro-batches of 16 rows per step
+            results["graph_agreement_accum"] = graph_agreement(
+                shards, tokenizer_dir, model_dir, steps=8, batch_size=16, grad_accum=4
+            )
         except Exception as err:  # keep the TRL comparison that follows
             cleanup()
-            results["graph_agreement"] = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
-        print(results["graph_agreement"], flush=True)
+            results["graph_agreement_error"] = f"{type(err).__name__}: {str(err)[:300]}"
+            print(results["graph_agreement_error"], flush=True)
+        print(results.get("graph_agreement_accum"), flush=True)
     if "numerics" in only:
         results["numerics"] = numerics(shards, model_dir, args.device, args.numerics_rows)
         print(results["numerics"], flush=True)
