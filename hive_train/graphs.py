@@ -14,7 +14,7 @@ the loss nor any gradient. The LM-head loss then runs the chunked PyTorch versio
 a value back to the host (Liger's kernel does, to count its targets).
 
 `GraphedStep` is used only where it is known to hold: CUDA, the fast path on every adapted layer,
-FlashAttention (varlen), no gradient checkpointing, no torch.compile, one process, and about the same
+FlashAttention (varlen), no gradient checkpointing, no torch.compile, no process group, about the same
 number of micro-batches in every step: one graph runs all of a step's micro-batches, and a step
 with fewer gets empty ones (`graph_eligibility` says why not otherwise). The adapters' per-step
 tensors (`FastAdapters.prepare`) are computed inside the graph, so each replay reads the parameters
@@ -131,8 +131,14 @@ def pad_static(batch: MicroBatch, shape: StaticShape, pad_id: int) -> MicroBatch
     )
 
 
-def graph_eligibility(*, device: torch.device, fast, backend: str, cfg, world: int, schedule) -> str | None:
-    """None when a training run can replay its steps as a CUDA graph, else the reason it cannot."""
+def graph_eligibility(
+    *, device: torch.device, fast, backend: str, cfg, data_parallel: bool, schedule
+) -> str | None:
+    """None when a training run can replay its steps as a CUDA graph, else the reason it cannot.
+
+    `data_parallel`: a process group is up (even of one process, under torchrun): its gradient
+    all-reduce replaces each `.grad` with a view of one flat buffer, which a replay would not fill.
+    """
     if device.type != "cuda":
         return "not on CUDA"
     if fast is None or not fast.covers_all:
@@ -143,8 +149,8 @@ def graph_eligibility(*, device: torch.device, fast, backend: str, cfg, world: i
         return "gradient checkpointing is on"
     if cfg.compile:
         return "--compile is on"
-    if world > 1:
-        return "data parallel"
+    if data_parallel:
+        return "data parallel (a process group is running)"
     if micro_batches_per_step(schedule) is None:
         return "the number of micro-batches per step varies too much"
     return None
@@ -217,6 +223,8 @@ class GraphedStep:
         torch.cuda.current_stream(self.device).wait_stream(side)
         for p in self.params:  # the captured backward allocates them in the graph's memory
             p.grad = None
+        torch.cuda.synchronize(self.device)
+        torch.cuda.empty_cache()  # the warm-up's blocks belong to the side stream: hand them back
         fast.mark_stale()  # so that `prepare` runs inside the graph
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):

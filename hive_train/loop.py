@@ -390,7 +390,12 @@ def _train(
         "turned off"
         if cfg.cuda_graphs is False
         else graph_eligibility(
-            device=device, fast=model.hive_fast, backend=backend, cfg=cfg, world=world, schedule=schedule
+            device=device,
+            fast=model.hive_fast,
+            backend=backend,
+            cfg=cfg,
+            data_parallel=distributed.active(),
+            schedule=schedule,
         )
     )
     if why_not is None:
@@ -578,12 +583,18 @@ def _graphed(graphed: GraphedStep, batches, loss_tokens: int, log):
         return graphed.run(batches, loss_tokens), graphed
     try:
         return graphed.run(batches, loss_tokens), graphed
+    except torch.OutOfMemoryError:
+        raise  # the loop turns it into the --vram advice
     except RuntimeError as err:  # an operation that cannot be captured (a host sync, say)
         torch.cuda.synchronize()
         for p in graphed.params:
             p.grad = None
         graphed.model.hive_fast.mark_stale()
-        first = err.__context__ or err  # the capture's own error, not the one ending the capture
+        graphed.inputs, graphed.loss = [], None
+        torch.cuda.empty_cache()
+        first = err
+        if "during capture" in str(err) and err.__context__ is not None:
+            first = err.__context__  # what broke the capture, not the error that ended it
         log(f"CUDA graph capture failed, running without ({str(first).splitlines()[0][:200]})")
         return None, None
 

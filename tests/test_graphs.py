@@ -139,7 +139,7 @@ def test_graphs_are_refused_where_they_cannot_hold(table):
         "fast": model.hive_fast,
         "backend": "varlen",
         "cfg": cfg,
-        "world": 1,
+        "data_parallel": False,
         "schedule": one,
     }
     assert graph_eligibility(**ok) is None
@@ -154,7 +154,9 @@ def test_graphs_are_refused_where_they_cannot_hold(table):
         graph_eligibility(**{**ok, "schedule": varying})
         == "the number of micro-batches per step varies too much"
     )
-    assert graph_eligibility(**{**ok, "world": 2}) == "data parallel"
+    # a process group, even of one process (torchrun), re-points .grad at its flat buffer
+    reason = graph_eligibility(**{**ok, "data_parallel": True})
+    assert reason == "data parallel (a process group is running)"
     checkpointing = dataclasses.replace(cfg, gradient_checkpointing=True)
     assert graph_eligibility(**{**ok, "cfg": checkpointing}) == "gradient checkpointing is on"
     assert graph_eligibility(**{**ok, "fast": None}) is not None
