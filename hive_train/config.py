@@ -57,7 +57,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     compile: bool = False
     # replay each step's forward and backward as one CUDA graph (hive_train/graphs.py);
-    # None: wherever it applies (CUDA, varlen attention, one micro-batch per step, no checkpointing)
+    # None: wherever it applies (CUDA, varlen attention, no checkpointing; `graphs.graph_eligibility`)
     cuda_graphs: bool | None = None
     # fast adapter path (hive_train/fast.py): same math as peft's DoRA/LoRA layers, far fewer kernels
     fast: bool = True

@@ -269,13 +269,13 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             t = targets[start : start + chunk]
             logp = torch.log_softmax(h @ w.t(), dim=-1, dtype=torch.float32)
             picked = logp.gather(1, t[:, None])[:, 0]
-            c = None if weights is None else weights[start : start + chunk, None]
-            total -= picked.sum() if c is None else (picked * c[:, 0]).sum()
+            c = None if weights is None else weights[start : start + chunk]
+            total -= picked.sum() if c is None else (picked * c).sum()
             if grad_hidden is not None:
                 probs = logp.exp_()
                 probs[torch.arange(len(t), device=t.device), t] -= 1.0
                 if c is not None:
-                    probs.mul_(c)
+                    probs.mul_(c[:, None])
                 grad_hidden[start : start + chunk] = probs.to(h.dtype) @ w
         ctx.save_for_backward(grad_hidden)
         return total

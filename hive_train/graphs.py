@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hive_train.data import MicroBatch, RowTable
+from hive_train.data import MicroBatch, RowTable, micro_capacity
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def static_shape(table: RowTable, micro_batches, multiple: int = 128) -> StaticS
     micro_batches = [np.asarray(rows, dtype=np.int64) for rows in micro_batches]
     lengths = [table.doc_lengths_of(rows) for rows in micro_batches]
     tokens = [int(table.row_tokens[rows].sum()) for rows in micro_batches]
-    total = _round_up(max(tokens, default=1), multiple)
+    total = micro_capacity(table, micro_batches, multiple)
     max_doc = max((int(d.max()) for d in lengths if len(d)), default=total)
     loss = table.row_loss_tokens()
     docs = max(

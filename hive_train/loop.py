@@ -377,13 +377,14 @@ def _train(
 
     # Compiled kernels (FlexAttention on CUDA, --compile) see one padded shape instead of
     # recompiling for every micro-batch length.
+    every_micro = [m for plan in schedule.epochs for step in plan for m in step]
+    pad_id = int(tok_meta.get("pad_id") or 0)
     pad: dict = {}
     if device.type == "cuda" and (backend == "flex" or cfg.compile):
-        every_micro = [m for plan in schedule.epochs for step in plan for m in step]
         capacity = micro_capacity(train_rows, every_micro)
         if val_rows is not None and val_micro:
             capacity = max(capacity, micro_capacity(val_rows, val_micro))
-        pad = {"pad_to": capacity, "pad_id": int(tok_meta.get("pad_id") or 0)}
+        pad = {"pad_to": capacity, "pad_id": pad_id}
 
     graphed = None
     why_not = (
@@ -399,12 +400,11 @@ def _train(
         )
     )
     if why_not is None:
-        every_micro = [m for plan in schedule.epochs for step in plan for m in step]
         graphed = GraphedStep(
             model,
             backend,
             static_shape(train_rows, every_micro),
-            int(tok_meta.get("pad_id") or 0),
+            pad_id,
             device,
             micro=micro_batches_per_step(schedule),
         )

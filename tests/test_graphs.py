@@ -11,15 +11,13 @@ import dataclasses
 import types
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 from test_train_equivalence import grads, make_model, zero
-from test_train_helpers import make_documents, pack_rows
+from test_train_helpers import make_documents, packed_table
 
-from hive_data.shards import rows_to_batch
 from hive_train.config import TrainConfig
-from hive_train.data import RowTable, build_schedule, flatten
+from hive_train.data import build_schedule, flatten
 from hive_train.graphs import (
     empty_micro_batch,
     graph_eligibility,
@@ -32,10 +30,7 @@ from hive_train.loop import micro_loss
 
 @pytest.fixture(scope="module")
 def table():
-    docs = make_documents(40, seed=5, min_len=4, max_len=40)
-    rows = pack_rows(docs, 64)
-    batch = rows_to_batch([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
-    return RowTable.from_arrow(pa.Table.from_batches([batch]))
+    return packed_table(make_documents(40, seed=5, min_len=4, max_len=40), 64)
 
 
 def micro_batches(table, batch_size=3):

@@ -12,16 +12,14 @@ import contextlib
 import warnings
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 import torch.nn.functional as F
-from test_train_helpers import TINY_MODEL, make_documents, pack_rows
+from test_train_helpers import TINY_MODEL, make_documents, packed_table
 
-from hive_data.shards import rows_to_batch
 from hive_train.attention import block_diagonal_mask
 from hive_train.config import TrainConfig
-from hive_train.data import RowTable, flatten
+from hive_train.data import flatten
 from hive_train.loop import evaluate, forward_backward, micro_loss
 from hive_train.model import load_model, trainable_state
 
@@ -60,10 +58,7 @@ def zero(model) -> None:
 
 @pytest.fixture(scope="module")
 def table():
-    docs = make_documents(14, seed=3, min_len=6, max_len=30)
-    rows = pack_rows(docs, 64)
-    batch = rows_to_batch([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
-    return RowTable.from_arrow(pa.Table.from_batches([batch]))
+    return packed_table(make_documents(14, seed=3, min_len=6, max_len=30), 64)
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,17 @@ def make_documents(n: int, seed: int, min_len: int = 6, max_len: int = 40, vocab
     return docs
 
 
+def packed_table(docs: list[tuple], seq: int):
+    """`pack_rows` of `docs` as the trainer's `RowTable`."""
+    import pyarrow as pa
+
+    from hive_train.data import RowTable
+
+    rows = pack_rows(docs, seq)
+    batch = rows_to_batch([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+    return RowTable.from_arrow(pa.Table.from_batches([batch]))
+
+
 def pack_rows(docs: list[tuple], seq: int) -> list[tuple]:
     """Greedy first-fit into rows of at most `seq` tokens: (ids, seq_lengths, mask) per row."""
     rows: list[list[tuple]] = []
