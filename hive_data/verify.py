@@ -9,9 +9,10 @@ Levels:
   which catches unknown tables and columns, type errors and syntax from another dialect.
 
 EXPLAIN never runs the statement. On top of that, each answer runs in a ``READ ONLY`` transaction that
-is always rolled back, under a statement timeout, with ``search_path`` set to a scratch schema that
-holds only the row's tables (one per distinct schema text). Statements EXPLAIN cannot take (DDL,
-COPY, SET, ...) are rejected before they reach the server.
+is always rolled back, under a deadline, with ``search_path`` set to a scratch schema that holds only
+the row's tables (one per distinct schema text), as a login role that cannot reach the host
+(`hive_data.sandbox`). Statements EXPLAIN cannot take (DDL, COPY, SET, ...) are rejected before they
+reach the server.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from hive_data.errors import SQLError
 
 EXPLAINABLE = (exp.Select, exp.SetOperation, exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Values)
 VERIFY_LEVELS = ("parse", "explain")
-SANDBOX_ROLE = "hive_sandbox"  # runs dataset SQL in PostgreSQL, without privileges beyond its scratch schemas
 _BARE = (
     exp.Condition,
     exp.Alias,
@@ -179,57 +179,31 @@ def schema_key(schema: str, data: tuple[str, ...] = ()) -> str:
 
 
 class ExplainVerifier:
-    """EXPLAINs answers in a PostgreSQL server, one scratch schema per distinct schema text.
+    """EXPLAINs answers in PostgreSQL, one scratch schema per distinct schema text, all of it inside a
+    `hive_data.sandbox.Sandbox` (a login role of its own that cannot reach the host, with deadlines).
 
-    Scratch schemas are named `<prefix>_<hash>`; give each process its own prefix. They are dropped by
-    `close()` (and vanish with the embedded server anyway).
+    Scratch schemas are named `<prefix>_<hash>`, and `prefix` names the sandbox role: give each
+    process its own. `close()` drops the schemas and the role.
     """
 
     def __init__(
         self, uri: str, *, timeout_ms: int = 5000, prefix: str = "hive_verify", max_schemas: int = 1000
     ):
-        import psycopg
+        from hive_data.sandbox import Sandbox
 
-        self._psycopg = psycopg
-        self.uri = uri
         self.timeout_ms = int(timeout_ms)
         self.prefix = re.sub(r"\W", "_", prefix).lower()
-        self.conn = self._connect()
-        self.role = self._sandbox_role()
+        self.sandbox = Sandbox(uri, name=self.prefix, timeout_ms=self.timeout_ms)
         self.schemas: dict[str, str | SQLError] = {}  # insertion order = age, for eviction
         self.max_schemas = max_schemas
 
-    def _sandbox_role(self) -> str | None:
-        """Dataset text runs as a role without privileges: kept INSERTs execute when the scratch schema is
-        built, and as a superuser they could call server-side file functions (`lo_export`,
-        `pg_read_file`). Only needed, and only possible, when connected as a superuser (the embedded
-        server); the role is created once per server."""
-        row = self.conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
-        if not row or not row[0]:
-            return None
-        self.conn.execute(
-            f"DO $$ BEGIN CREATE ROLE {SANDBOX_ROLE} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE; "
-            "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
-        )
-        return SANDBOX_ROLE
-
-    def _as_sandbox(self) -> str:
-        return f"SET LOCAL ROLE {self.role}; " if self.role else ""
-
-    def _connect(self):
-        conn = self._psycopg.connect(self.uri, autocommit=True)
-        # scratch schemas need no durability: do not wait for a WAL flush at each commit
-        conn.execute("SET synchronous_commit TO off")
-        return conn
+    @property
+    def conn(self):
+        """The connection that runs dataset SQL (as the sandbox role)."""
+        return self.sandbox.conn
 
     def close(self) -> None:
-        try:
-            for name in self.schemas.values():
-                if isinstance(name, str):
-                    self.conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-        except self._psycopg.Error:
-            pass
-        self.conn.close()
+        self.sandbox.close()  # drops the role and everything it owns, the scratch schemas too
 
     def __enter__(self) -> ExplainVerifier:
         return self
@@ -237,47 +211,37 @@ class ExplainVerifier:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _run(self, sql: str) -> None:
-        try:
-            self.conn.execute(sql)
-        except self._psycopg.OperationalError:
-            if not self.conn.closed:
-                raise
-            self.conn = self._connect()  # the server dropped us: once more
-            self.conn.execute(sql)
-
-    def _rollback(self) -> None:
-        try:
-            self.conn.execute("ROLLBACK")
-        except self._psycopg.Error:
-            if self.conn.closed:
-                self.conn = self._connect()
-
     def schema(self, schema: str, data: tuple[str, ...] = ()) -> str:
         """Create (once) the scratch schema for this schema text; its name, or SQLError if the DDL
-        does not execute."""
+        does not execute. The text (canonical DDL, and kept INSERTs) runs as the sandbox role."""
+        import psycopg
+
+        from hive_data.sandbox import refuse_nul
+
         key = schema_key(schema, data)
         got = self.schemas.get(key)
         if got is None:
             name = f"{self.prefix}_{key}"
             body = ";\n".join(s.rstrip().rstrip(";") for s in (schema, *data) if s.strip())
-            owner = f" AUTHORIZATION {self.role}" if self.role else ""
             try:
-                self._run(
-                    f'BEGIN; DROP SCHEMA IF EXISTS "{name}" CASCADE; CREATE SCHEMA "{name}"{owner}; '
-                    f'{self._as_sandbox()}SET LOCAL search_path TO "{name}"; '
-                    f"SET LOCAL statement_timeout = {self.timeout_ms * 4};\n"
-                    f"{body};\nCOMMIT"
-                )
+                refuse_nul(body, "schema")
+                self.sandbox.create_schema(name)
+                self.sandbox.run(
+                    body, search_path=name, read_only=False, commit=True, single=False,
+                    timeout_ms=self.timeout_ms * 4,
+                )  # fmt: skip
                 got = name
-            except self._psycopg.Error as err:
-                self._rollback()
+            except SQLError as err:  # a NUL byte, or the deadline (SandboxTimeout)
+                got = SQLError(f"schema does not execute in PostgreSQL: {err.reason}")
+            except psycopg.Error as err:
                 got = SQLError(f"schema does not execute in PostgreSQL: {_pg_message(err)}")
+            if isinstance(got, SQLError):
+                self.sandbox.drop_schema(name)
             self.schemas[key] = got
             if len(self.schemas) > self.max_schemas:  # datasets with a schema per row: bound the catalog
                 old = self.schemas.pop(next(iter(self.schemas)))
                 if isinstance(old, str):
-                    self._run(f'DROP SCHEMA IF EXISTS "{old}" CASCADE')
+                    self.sandbox.drop_schema(old)
         if isinstance(got, SQLError):
             raise SQLError(got.reason)
         return got
@@ -285,30 +249,36 @@ class ExplainVerifier:
     def explain(
         self, answer: str, schema: str, data: tuple[str, ...] = (), *, dialect: str = "postgres"
     ) -> None:
-        """Raise SQLError unless PostgreSQL plans `EXPLAIN answer` against `schema`."""
+        """Raise SQLError unless PostgreSQL plans `EXPLAIN answer` against `schema`.
+
+        The answer is sent only if sqlglot reads back what it prints from it (the same tree), so the
+        server plans the statement hive checked, not a text the two parsers read differently."""
+        import psycopg
+
+        from hive_data.sandbox import SandboxTimeout, refuse_nul
+
+        refuse_nul(answer, "answer")
         stmt = parse_statement(answer, dialect, "does not parse")
         if not isinstance(stmt, EXPLAINABLE):
             kind = stmt.key.upper()
             raise SQLError(
                 f"EXPLAIN cannot verify a {kind} statement (only SELECT, INSERT, UPDATE, DELETE, MERGE)"
             )
+        if parse_statement(stmt.sql(dialect=_dialect(dialect)), dialect, "does not parse") != stmt:
+            raise SQLError("answer does not survive a parse/print round trip; not sent to PostgreSQL")
         name = self.schema(schema, data)
-        prefix = (
-            f'BEGIN READ ONLY; {self._as_sandbox()}SET LOCAL search_path TO "{name}"; '
-            f"SET LOCAL statement_timeout = {self.timeout_ms}; SET LOCAL lock_timeout = {self.timeout_ms}; EXPLAIN "
-        )
+        prefix = "EXPLAIN "
         try:
-            self._run(prefix + answer + "\n;ROLLBACK")
-        except self._psycopg.Error as err:
-            self._rollback()
+            self.sandbox.run(prefix + answer, search_path=name, read_only=True)
+        except SandboxTimeout:
+            raise SQLError(f"EXPLAIN timed out after {self.timeout_ms} ms") from None
+        except psycopg.Error as err:
             line = col = None
             pos = err.diag.statement_position if hasattr(err, "diag") else None
             if pos and int(pos) > len(prefix):
                 offset = int(pos) - len(prefix) - 1
                 before = answer[:offset]
                 line, col = before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
-            if isinstance(err, self._psycopg.errors.QueryCanceled):
-                raise SQLError(f"EXPLAIN timed out after {self.timeout_ms} ms") from None
             raise SQLError(f"EXPLAIN: {_pg_message(err)}", line=line, col=col) from None
 
 

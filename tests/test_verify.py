@@ -144,9 +144,9 @@ def test_side_effects_never_happen(verifier, pg_uri, tmp_path):
     verifier.explain("DELETE FROM customers", SCHEMA)
     assert time.perf_counter() - start < 5
     assert not marker.exists()
-    with psycopg.connect(pg_uri) as conn:
-        assert conn.execute(f'SELECT count(*) FROM "{name}".customers').fetchone() == (0,)
-        assert conn.execute(f"SELECT to_regclass('\"{name}\".orders') IS NOT NULL").fetchone() == (True,)
+    conn = verifier.sandbox.admin  # the scratch schemas live in the sandbox's own database
+    assert conn.execute(f'SELECT count(*) FROM "{name}".customers').fetchone() == (0,)
+    assert conn.execute(f"SELECT to_regclass('\"{name}\".orders') IS NOT NULL").fetchone() == (True,)
     # and the connection is clean after every failure
     assert verifier.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
