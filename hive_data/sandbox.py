@@ -33,6 +33,9 @@ from hive_data.errors import SQLError
 
 DATABASE = "hive_sandbox"
 GRACE_S = 1.0  # after the deadline: cancel; after twice this more: terminate the backend
+# Worker processes set up sandboxes at the same moment; grants on one database update one catalog
+# row, which PostgreSQL refuses to do concurrently ("tuple concurrently updated"): take turns.
+_SETUP_LOCK = 0x68697665
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -51,6 +54,15 @@ def refuse_nul(text: str, what: str = "SQL") -> None:
     """PostgreSQL's protocol ends a string at NUL: whatever follows would silently be dropped."""
     if "\x00" in text:
         raise SQLError(f"{what} contains a NUL byte")
+
+
+@contextlib.contextmanager
+def _taking_turns(admin) -> Iterator[None]:
+    admin.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK,))
+    try:
+        yield
+    finally:
+        admin.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK,))
 
 
 class _Deadline:
@@ -129,12 +141,14 @@ class Sandbox:
         admin = psycopg.connect(uri, autocommit=True)
         try:
             self._check_admin(admin)
-            self._create_database(admin, params)
+            with _taking_turns(admin):
+                self._create_database(admin, params)
         finally:
             admin.close()
         self.admin = psycopg.connect(make_conninfo(**{**params, "dbname": DATABASE}), autocommit=True)
         self._password = secrets.token_hex(24)
-        self._create_role()
+        with _taking_turns(self.admin):
+            self._create_role()
         self._conninfo = make_conninfo(
             **{**params, "dbname": DATABASE, "user": self.role, "password": self._password}
         )
@@ -214,7 +228,7 @@ class Sandbox:
         self._deadline.close()
         with contextlib.suppress(Exception):
             self.conn.close()
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception), _taking_turns(self.admin):
             self._drop_role()
         with contextlib.suppress(Exception):
             self.admin.close()
