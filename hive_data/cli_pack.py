@@ -22,7 +22,8 @@ RECORD_FORMATS = ("gretel", "create_context", "spider", "messages", "prompt_comp
     "--output",
     required=True,
     type=click.Path(file_okay=False),
-    help="Shard directory to write (replaced atomically).",
+    help="Shard directory to write (replaced atomically; only an empty directory or an earlier pack "
+    "holding nothing but its own files is replaced).",
 )
 @click.option(
     "--tokenizer",
@@ -30,7 +31,13 @@ RECORD_FORMATS = ("gretel", "create_context", "spider", "messages", "prompt_comp
     show_default=True,
     help="Hub id or local directory of the tokenizer.",
 )
-@click.option("--seq", default=DEFAULTS.seq, show_default=True, type=int, help="Tokens per packed row.")
+@click.option(
+    "--seq",
+    default=DEFAULTS.seq,
+    show_default=True,
+    type=int,
+    help="Tokens per packed row (at most 1048576 and the tokenizer's model_max_length).",
+)
 @click.option(
     "--loss",
     type=click.Choice(LOSS_POLICIES),
@@ -177,10 +184,10 @@ def inspect(shards, row, split, plot, tokenizer, verify, color):
         tokenizer = matching_tokenizer(opened, tokenizer)
     click.echo(summary(manifest))
     click.echo("")
-    click.echo(text_histogram(manifest.get("totals", {}).get("length_histogram")))
+    click.echo(text_histogram(length_histogram(manifest)))
     if plot:
         write_plot(
-            manifest.get("totals", {}).get("length_histogram"),
+            length_histogram(manifest),
             plot,
             title=f"{shards} (seq {manifest['seq']})",
         )
@@ -190,6 +197,21 @@ def inspect(shards, row, split, plot, tokenizer, verify, color):
             color = sys.stdout.isatty()
         click.echo("")
         click.echo(decode_row(opened, split, row, tokenizer, color))
+
+
+def length_histogram(manifest: dict) -> dict | None:
+    """The manifest's document-length histogram, or None when it is absent or not in hive's layout."""
+    totals = manifest.get("totals")
+    hist = totals.get("length_histogram") if isinstance(totals, dict) else None
+    if not isinstance(hist, dict):
+        return None
+    edges, counts = hist.get("edges"), hist.get("counts")
+    numbers = isinstance(edges, list) and isinstance(counts, list) and len(edges) == len(counts) + 1
+    if not numbers or not all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in edges + counts
+    ):
+        return None
+    return hist
 
 
 def summary(manifest: dict) -> str:
@@ -202,20 +224,27 @@ def summary(manifest: dict) -> str:
         f"policy        seq {manifest['seq']}, loss {manifest.get('loss')}, think {manifest.get('think')}, "
         f"seed {manifest.get('seed')}, val {manifest.get('val')}",
     ]
-    for item in manifest.get("inputs", []):
-        lines.append(f"input         {item['path']} ({str(item.get('sha256'))[:12]})")
-    if t:
-        dropped = ", ".join(f"{k} {v}" for k, v in t.get("rows_dropped", {}).items()) or "none"
-        lines += [
-            f"rows          {t['rows_in']} in, {t['rows_packed']} packed, dropped: {dropped}",
-            f"tokens        {t['tokens']} ({t['loss_tokens']} under loss, {t['padding_tokens']} padding to fill rows)",
-            f"sequences     {t['sequences']}, fill efficiency {t['fill_efficiency']:.2%}",
+    described: list[str] = []
+    try:  # inputs and totals only inform (no reader relies on them): an odd layout is noted, not fatal
+        for item in manifest.get("inputs", []):
+            described.append(f"input         {item['path']} ({str(item.get('sha256'))[:12]})")
+        if t:
+            dropped = ", ".join(f"{k} {v}" for k, v in t.get("rows_dropped", {}).items()) or "none"
+            described += [
+                f"rows          {t['rows_in']} in, {t['rows_packed']} packed, dropped: {dropped}",
+                f"tokens        {t['tokens']} ({t['loss_tokens']} under loss, {t['padding_tokens']} padding to fill rows)",
+                f"sequences     {t['sequences']}, fill efficiency {t['fill_efficiency']:.2%}",
+            ]
+            for name, s in t.get("splits", {}).items():
+                described.append(
+                    f"  {name:<11} {s['rows']} rows in {s['sequences']} sequences, {s['tokens']} tokens, "
+                    f"fill {s['fill_efficiency']:.2%}"
+                )
+    except (AttributeError, KeyError, TypeError, ValueError):
+        described = [
+            "totals        not in hive's layout (the manifest's inputs/totals were edited or not written by hive)"
         ]
-        for name, s in t.get("splits", {}).items():
-            lines.append(
-                f"  {name:<11} {s['rows']} rows in {s['sequences']} sequences, {s['tokens']} tokens, "
-                f"fill {s['fill_efficiency']:.2%}"
-            )
+    lines += described
     for info in manifest["shards"]:
         lines.append(
             f"shard         {info['file']}: {info['rows']} rows, {info['tokens']} tokens, {info['bytes']} bytes"

@@ -15,6 +15,9 @@ reads), so it can be memory-mapped. Columns, named as TRL names its packed datas
 - `completion_mask`: list<int8>, 1 where the token carries loss.
 
 Rows are not padded on disk; padding is a batching concern.
+
+Shards are user-supplied input: `open_shards` checks every row before anything reads them (see
+`check_rows`), so a reader never trains on, or crashes over, a damaged or hand-made shard.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ FORMAT = "hive-shards"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val")
+# The longest packed row, for pack's --seq and a manifest's `seq` alike: beyond any model's context,
+# small enough that packing (O(seq) state per row) or a lying manifest cannot exhaust memory.
+MAX_SEQ = 1 << 20
 
 SCHEMA = pa.schema(
     [
@@ -222,8 +228,11 @@ def _check_entries(manifest: dict, path: Path) -> None:
     """The shard list is well formed: no entry can crash a reader, name a file twice (training on it
     twice) or name a split that no reader looks for."""
     seq = manifest["seq"]
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
-        raise ShardError(f"manifest 'seq' must be a positive integer, got {seq!r}", file=str(path))
+    if not _is_int(seq) or not 1 <= seq <= MAX_SEQ:
+        raise ShardError(
+            f"manifest 'seq' must be an integer from 1 to {MAX_SEQ}, got {seq!r}", file=str(path)
+        )
+    _check_tokenizer(manifest.get("tokenizer"), path)
     shards = manifest["shards"]
     if not isinstance(shards, list):
         raise ShardError("manifest 'shards' must be a list", file=str(path))
@@ -237,11 +246,39 @@ def _check_entries(manifest: dict, path: Path) -> None:
                 raise ShardError(
                     f"manifest shards[{i}] {key!r} is missing or not a {kind.__name__}", file=str(path)
                 )
+        loss = info.get("loss_tokens")
+        if not _is_int(loss):
+            raise ShardError(f"manifest shards[{i}] 'loss_tokens' is missing or not an int", file=str(path))
+        if min(info["rows"], info["tokens"], info["bytes"], loss) < 0:
+            raise ShardError(f"manifest shards[{i}] has a negative count", file=str(path))
         if info["split"] not in SPLITS:
             raise ShardError(f"manifest shards[{i}] has unknown split {info['split']!r}", file=str(path))
         if info["file"] in seen:
             raise ShardError(f"manifest lists shard {info['file']!r} twice", file=str(path))
         seen.add(info["file"])
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_tokenizer(tok, path: Path) -> None:
+    """The manifest's tokenizer block gives the id range every token must lie in."""
+    if not isinstance(tok, dict):
+        raise ShardError("manifest 'tokenizer' is missing or not an object", file=str(path))
+    vocab = tok.get("vocab_size")
+    if not _is_int(vocab) or not 1 <= vocab <= 2**31:
+        raise ShardError(
+            f"manifest tokenizer 'vocab_size' must be a positive integer, got {vocab!r}", file=str(path)
+        )
+    for key in ("name_or_path", "sha256"):  # readers open and compare them
+        value = tok.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ShardError(f"manifest tokenizer {key!r} must be a string, got {value!r}", file=str(path))
+    for key in ("pad_id", "eos_id"):  # whether they fit a model is the trainer's check
+        value = tok.get(key)
+        if value is not None and (not _is_int(value) or value < 0):
+            raise ShardError(f"manifest tokenizer {key!r} must be a token id, got {value!r}", file=str(path))
 
 
 def _map_table(path: Path) -> pa.Table:
@@ -251,17 +288,155 @@ def _map_table(path: Path) -> pa.Table:
     except (pa.ArrowInvalid, OSError) as err:
         raise ShardError(f"unreadable Arrow shard ({err})", file=str(path)) from None
     if not table.schema.equals(SCHEMA):
-        raise ShardError(f"unexpected columns {table.schema.names}", file=str(path))
+        got = ", ".join(f"{f.name}: {f.type}{'' if f.nullable else ' not null'}" for f in table.schema)
+        want = ", ".join(f"{f.name}: {f.type} not null" for f in SCHEMA)
+        raise ShardError(f"unexpected columns ({got}); hive writes ({want})", file=str(path))
     return table
 
 
-def open_shards(root: str | os.PathLike, *, verify: str = "size") -> Shards:
-    """Open a shard directory for reading.
+def _first(bad: np.ndarray) -> int | None:
+    """Index of the first True in `bad`, or None."""
+    i = int(np.argmax(bad)) if len(bad) else 0
+    return i if len(bad) and bad[i] else None
 
-    `verify="size"` checks that every shard the manifest lists exists with its recorded size,
-    row and token counts (fast: nothing is read beyond Arrow metadata and offsets).
-    `verify="sha256"` also hashes every file against the manifest. Raises `ShardError` naming
-    the offending file.
+
+def _row_of(offsets: np.ndarray, index: int) -> int:
+    """The row (0-based) whose values, delimited by `offsets`, hold value `index`."""
+    return int(np.searchsorted(offsets, index, side="right")) - 1
+
+
+def _values(column: pa.ListArray, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(the values of `column`'s rows back to back, offsets from 0): zero-copy views."""
+    offsets = column.offsets.to_numpy().astype(np.int64)
+    values = column.values.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+    return values[offsets[0] : offsets[-1]], offsets - offsets[0]
+
+
+def check_rows(
+    table: pa.Table, *, file: str, seq: int, vocab_size: int, model_vocab: int | None = None
+) -> tuple[int, int]:
+    """Check every row of one shard file as hive writes them; return its (tokens, loss tokens).
+
+    Per row: no nulls; `len(input_ids) == len(completion_mask) == sum(seq_lengths)` and at least one
+    token; every document length > 0; at most `seq` tokens; mask values 0 or 1; token ids in
+    `[0, vocab_size)` (and below `model_vocab` when given). Raises `ShardError` naming `file` and the
+    first bad row (1-based within the file). Vectorized per record batch: a few passes over the
+    memory-mapped columns, nothing per token or per row in Python.
+    """
+    tokens = loss_tokens = 0
+    first_row = 0
+    for batch in _batches(table, file):
+        problem = _null_problem(batch) or _row_problem(batch, seq, vocab_size, model_vocab)
+        if problem is not None:
+            row, reason = problem
+            raise ShardError(reason, file=file, row=first_row + row + 1)
+        tokens += batch.column(0).offsets[-1].as_py() - batch.column(0).offsets[0].as_py()
+        loss_tokens += int(np.count_nonzero(_values(batch.column(2), np.int8)[0]))
+        first_row += batch.num_rows
+    return tokens, loss_tokens
+
+
+def _batches(table: pa.Table, file: str, rows: int = 512, nbytes: int = 1 << 20):
+    """The table's record batches, each validated, with runs of small ones combined (copying at most
+    about `nbytes`), so that a file written a row at a time is still checked in a few vectorized
+    passes rather than one Python iteration per row."""
+    pending: list[pa.RecordBatch] = []
+    size = count = 0
+
+    def flush():
+        if len(pending) == 1:
+            return pending[0]
+        return pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+
+    for batch in table.to_batches():
+        try:
+            batch.validate(full=True)  # offsets inside their buffers and non-decreasing
+        except pa.ArrowInvalid as err:
+            raise ShardError(f"malformed Arrow data ({err})", file=file) from None
+        pending.append(batch)
+        size += batch.nbytes
+        count += batch.num_rows
+        if count >= rows or size >= nbytes:
+            yield flush()
+            pending, size, count = [], 0, 0
+    if pending:
+        yield flush()
+
+
+def _null_problem(batch: pa.RecordBatch) -> tuple[int, str] | None:
+    """(first row holding a null, reason), or None. The schema says not null; the data may not agree."""
+    found = []
+    for name, col in zip(SCHEMA.names, batch.columns):
+        if not (col.null_count or col.values.null_count):
+            continue
+        row = _first(col.is_null().to_numpy(zero_copy_only=False))
+        if row is None:
+            offsets = col.offsets.to_numpy().astype(np.int64)
+            at = _first(col.values.is_null().to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]])
+            row = None if at is None else _row_of(offsets - offsets[0], at)
+        if row is not None:
+            found.append((row, f"{name} holds a null"))
+    return min(found) if found else None
+
+
+def _row_problem(
+    batch: pa.RecordBatch, seq: int, vocab_size: int, model_vocab: int | None
+) -> tuple[int, str] | None:
+    """(first bad row, reason) of one record batch, or None; earlier checks win within a row."""
+    ids, ids_off = _values(batch.column(0), np.int32)
+    docs, docs_off = _values(batch.column(1), np.int32)
+    mask, mask_off = _values(batch.column(2), np.int8)
+    n_ids, n_mask = np.diff(ids_off), np.diff(mask_off)
+    doc_ends = np.zeros(len(docs) + 1, dtype=np.int64)
+    np.cumsum(docs, out=doc_ends[1:])
+    doc_sums = doc_ends[docs_off[1:]] - doc_ends[docs_off[:-1]]
+    found: list[tuple[int, int, str]] = []  # (row, check order, reason)
+
+    row = _first(n_ids == 0)
+    if row is not None:
+        found.append((row, 0, "row holds no tokens"))
+    row = _first(n_mask != n_ids)
+    if row is not None:
+        found.append((row, 1, f"completion_mask has {n_mask[row]} values for {n_ids[row]} tokens"))
+    at = _first(docs <= 0)
+    if at is not None:
+        reason = f"seq_lengths holds {docs[at]}: every document is at least 1 token"
+        found.append((_row_of(docs_off, at), 2, reason))
+    row = _first(doc_sums != n_ids)
+    if row is not None:
+        found.append((row, 3, f"seq_lengths sum to {doc_sums[row]} but the row holds {n_ids[row]} tokens"))
+    row = _first(n_ids > seq)
+    if row is not None:
+        found.append((row, 4, f"row holds {n_ids[row]} tokens, more than the manifest's seq {seq}"))
+    # token values: one reduction each on the fast path; positions only when something is wrong
+    if len(mask) and mask.view(np.uint8).max() > 1:
+        at = int(np.argmax(mask.view(np.uint8) > 1))
+        found.append(
+            (_row_of(mask_off, at), 5, f"completion_mask holds {mask[at]} (only 0 and 1 are allowed)")
+        )
+    limit = vocab_size if model_vocab is None else min(vocab_size, model_vocab)
+    if len(ids) and ids.view(np.uint32).max() >= limit:
+        at = int(np.argmax(ids.view(np.uint32) >= limit))
+        bound = f"the shards' tokenizer has {vocab_size} tokens"
+        if model_vocab is not None:
+            bound += f", the model {model_vocab} embeddings"
+        found.append((_row_of(ids_off, at), 6, f"token id {ids[at]} is outside the vocabulary ({bound})"))
+    if not found:
+        return None
+    row, _, reason = min(found)
+    return row, reason
+
+
+def open_shards(root: str | os.PathLike, *, verify: str = "size", model_vocab: int | None = None) -> Shards:
+    """Open a shard directory for reading, refusing anything hive would not have written.
+
+    The manifest must be well formed (`seq` from 1 to `MAX_SEQ`, a tokenizer with its vocab size,
+    every shard entry typed); every shard it lists must exist with its recorded size, hold the
+    columns hive writes, and agree with its recorded rows, tokens and loss tokens; every row must
+    pass `check_rows` (token ids also below `model_vocab` when given). `verify="sha256"` also hashes
+    every file against the manifest. Raises `ShardError` naming the offending file (and row).
+    The row checks read the memory-mapped columns once, vectorized (a small fraction of a second
+    per million tokens).
     """
     if verify not in ("size", "sha256"):
         raise ValueError("verify must be 'size' or 'sha256'")
@@ -294,6 +469,19 @@ def open_shards(root: str | os.PathLike, *, verify: str = "size") -> Shards:
                 f"shard holds {table.num_rows} rows / {tokens} tokens, manifest says "
                 f"{info['rows']} / {info['tokens']}",
                 file=str(path),
+            )
+        if table.num_rows == 0:  # hive never writes an empty shard
+            raise ShardError("shard holds no rows", file=str(path))
+        _, loss_tokens = check_rows(
+            table,
+            file=str(path),
+            seq=manifest["seq"],
+            vocab_size=manifest["tokenizer"]["vocab_size"],
+            model_vocab=model_vocab,
+        )
+        if loss_tokens != info["loss_tokens"]:
+            raise ShardError(
+                f"shard holds {loss_tokens} loss tokens, manifest says {info['loss_tokens']}", file=str(path)
             )
         parts.setdefault(info["split"], []).append(table)
     tables = {split: pa.concat_tables(ts) for split, ts in parts.items() if ts}
