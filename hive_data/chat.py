@@ -29,9 +29,10 @@ template writes after `<|im_end|>` does not. `loss="all"` puts every token under
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -93,12 +94,100 @@ class Encoded:
     ids: np.ndarray  # int32
     mask: np.ndarray  # int8, 1 where the token carries loss
     lengths: np.ndarray  # int64, tokens per conversation
+    # rows not tokenized because their rendered text is longer than `max_chars` (length 0 above):
+    # row index in the batch -> characters of its rendered text
+    over: dict[int, int] = field(default_factory=dict)
 
     @property
     def offsets(self) -> np.ndarray:
         out = np.zeros(len(self.lengths) + 1, dtype=np.int64)
         np.cumsum(self.lengths, out=out[1:])
         return out
+
+
+# Normalizers that never delete text. Unicode normalization (composition) and lowercasing can shorten
+# it: NFC composes at most 4 code points into one (the longest canonical decomposition), and no case
+# mapping turns one character into less than one; each such step counts as a factor 4.
+_SHRINKING_NORMALIZERS = frozenset({"NFC", "NFD", "NFKC", "NFKD", "Lowercase"})
+_GROWING_NORMALIZERS = frozenset({"Prepend"})
+# Pre-tokenizers that only cut or re-map text, never delete any of it.
+_KEEPING_PRE_TOKENIZERS = frozenset({"ByteLevel", "Metaspace", "Digits", "UnicodeScripts", "Punctuation"})
+
+
+def _components(state: dict | None, key: str) -> list[dict]:
+    if not state:
+        return []
+    if state.get("type") == "Sequence":
+        return [c for part in state.get(key, []) for c in _components(part, key)]
+    return [state]
+
+
+def _state(component) -> dict | None:
+    if component is None:
+        return None
+    return json.loads(component.__getstate__())
+
+
+def chars_per_token_bound(tokenizer) -> int | None:
+    """An upper bound on how many characters of input text one token can stand for, or None when the
+    tokenizer can make input text disappear (so no such bound exists).
+
+    A bound exists when every input character ends up in some token: a BPE or Unigram model that is
+    byte-level (ByteLevel pre-tokenizer) or falls back to bytes, with a token for each of the 256
+    bytes; pre-tokenizers that only cut text (Split, Punctuation without "Removed", ByteLevel,
+    Metaspace, Digits...); normalizers that never delete text (Unicode normalization, lowercasing,
+    Prepend, Replace by something at least as long); and no added token that swallows the whitespace
+    next to it (lstrip/rstrip). A token then covers at most as many normalized characters as its
+    vocabulary string has characters (a byte-level string has one character per byte, and a character
+    is at least one byte; `▁` stands for one space; a byte-fallback piece like `<0xE2>` for less than
+    one character), and normalization shortens text by at most a factor 4 per composing/lowercasing
+    step (NFC composes at most 4 code points into one). So a text of more than `seq * bound`
+    characters has more than `seq` tokens: dropping it is never wrong.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    try:
+        model = backend.model
+        kind = type(model).__name__
+        normalizers = _components(_state(backend.normalizer), "normalizers")
+        pre = _components(_state(backend.pre_tokenizer), "pretokenizers")
+    except Exception:  # noqa: BLE001 - an unusual tokenizer: no shortcut, everything is tokenized
+        return None
+    byte_level = any(p.get("type") == "ByteLevel" for p in pre)
+    if kind not in ("BPE", "Unigram") or not (byte_level or getattr(model, "byte_fallback", False)):
+        return None
+    shrink = 1
+    for n in normalizers:
+        kind_n = n.get("type")
+        if kind_n in _SHRINKING_NORMALIZERS:
+            shrink *= 4
+        elif kind_n == "Replace":
+            pattern = (n.get("pattern") or {}).get("String")
+            if pattern is None or len(n.get("content") or "") < len(pattern):
+                return None
+        elif kind_n not in _GROWING_NORMALIZERS:
+            return None
+    for p in pre:
+        if p.get("behavior") == "Removed" or (
+            p.get("type") != "Split" and p.get("type") not in _KEEPING_PRE_TOKENIZERS
+        ):
+            return None
+    vocab = tokenizer.get_vocab()
+    # the model must have a token for every byte, or a byte without one could vanish
+    if byte_level:
+        from tokenizers.pre_tokenizers import ByteLevel
+
+        if not all(ch in vocab for ch in ByteLevel.alphabet()):
+            return None
+    elif not all(f"<0x{b:02X}>" in vocab for b in range(256)):
+        return None
+    longest = max(map(len, vocab), default=1)
+    for added in getattr(tokenizer, "added_tokens_decoder", {}).values():
+        if getattr(added, "lstrip", False) or getattr(added, "rstrip", False):
+            return None
+        longest = max(longest, len(str(added.content)))
+    return longest * shrink
 
 
 class ChatRenderer:
@@ -139,6 +228,7 @@ class ChatRenderer:
         self._cache: dict[str, np.ndarray] = {}
         self._cache_tokens = 0
         self._cache_limit = cache_tokens
+        self.chars_per_token = chars_per_token_bound(tokenizer)
 
     # ------------------------------------------------------------------ rendering
 
@@ -219,13 +309,29 @@ class ChatRenderer:
 
     # ------------------------------------------------------------------ tokenizing
 
-    def encode(self, conversations: Sequence[Sequence[Mapping]]) -> Encoded:
-        """Token ids and loss masks of a batch of conversations, batch-encoded, repeated pieces once."""
+    def max_chars(self, seq: int) -> int | None:
+        """Rendered text longer than this many characters has more than `seq` tokens for certain
+        (`chars_per_token_bound`); None when the tokenizer gives no such bound."""
+        return None if self.chars_per_token is None else seq * self.chars_per_token
+
+    def encode(self, conversations: Sequence[Sequence[Mapping]], max_chars: int | None = None) -> Encoded:
+        """Token ids and loss masks of a batch of conversations, batch-encoded, repeated pieces once.
+
+        A conversation whose rendered text is longer than `max_chars` characters is not tokenized:
+        it gets length 0 and its character count in `Encoded.over` (so a hostile 50 MB row costs no
+        tokenizer memory; `max_chars(seq)` says when such a row cannot fit `seq` tokens)."""
         units: list[str] = []
         flags: list[bool] = []
         per_row: list[int] = []
-        for messages in conversations:
+        over: dict[int, int] = {}
+        for row, messages in enumerate(conversations):
             segs = self.segments(messages)
+            if max_chars is not None:
+                chars = sum(len(s.text) for s in segs)
+                if chars > max_chars:
+                    over[row] = chars
+                    per_row.append(0)
+                    continue
             per_row.append(len(segs))
             for s in segs:
                 units.append(s.text)
@@ -247,7 +353,7 @@ class ChatRenderer:
         cum = np.zeros(len(unit_len) + 1, dtype=np.int64)
         np.cumsum(unit_len, out=cum[1:])
         lengths = cum[bounds[1:]] - cum[bounds[:-1]]
-        return Encoded(ids=ids, mask=mask, lengths=lengths)
+        return Encoded(ids=ids, mask=mask, lengths=lengths, over=over)
 
     def _remember(self, fresh: dict[str, np.ndarray]) -> None:
         # A bounded memo: when full it starts over (results never depend on what is cached).

@@ -51,9 +51,10 @@ def normalize_sql_path(
 
     Any file that cannot be normalized faithfully raises `DDLError` naming it, before anything is
     written for a single file; in directory mode, completed files are intact (each is written
-    atomically) and the first failure stops the run.
+    atomically) and the first failure stops the run. An `output` that is the input, lies inside the
+    input directory or holds the input raises `ConfigError` before anything is written.
     """
-    from hive_data.atomic import atomic_file
+    from hive_data.atomic import atomic_file, check_separate
     from hive_data.ddl import normalize_ddl
 
     log = log or (lambda msg: click.echo(msg, err=True))
@@ -66,8 +67,11 @@ def normalize_sql_path(
         files = sorted(f for f in src.rglob("*") if f.is_file() and f.suffix.lower() in SQL_SUFFIXES)
         if not files:
             raise DDLError("no .sql files in this directory", file=str(src))
+        check_separate(output, [src], what="output directory")
         targets = [(f, Path(output) / f.relative_to(src)) for f in files]
     else:
+        if output not in (None, "-"):
+            check_separate(output, [src])
         targets = [(src, None if output in (None, "-") else Path(output))]
 
     per_file: dict[str, Counter] = {}
@@ -172,7 +176,8 @@ def _summary(dropped: Counter, files: int) -> str:
 @click.option(
     "--rejects",
     default=None,
-    help="Datasets: where failing rows go, with row number, step and reason (default: <output stem>.rejects.jsonl).",
+    help="Datasets: where failing rows go, with row number, step and reason (default: OUTPUT.rejects.jsonl, "
+    "e.g. clean.jsonl.rejects.jsonl). Must differ from INPUT and OUTPUT.",
 )
 @click.option("--strict", is_flag=True, help="Datasets: exit with status 1 if any row is rejected.")
 @click.option(
@@ -211,7 +216,7 @@ def normalize(
     if is_sql_input(input_path):
         normalize_sql_path(input_path, output=output, read=read, dialect=dialect.lower())
         return
-    from hive_data.dataset import NormalizeConfig, normalize_dataset
+    from hive_data.dataset import NormalizeConfig, NothingKept, normalize_dataset
 
     if output in (None, "-"):
         raise ConfigError("a dataset input needs -o OUTPUT.jsonl or -o OUTPUT.parquet", file=input_path)
@@ -228,5 +233,9 @@ def normalize(
         strict=strict,
         num_proc=num_proc,
     )
-    summary = normalize_dataset(input_path, output, cfg)
+    try:
+        summary = normalize_dataset(input_path, output, cfg)
+    except NothingKept as err:  # the summary (with its warning) first, then the one-line error
+        click.echo(err.summary.text(), err=True)
+        raise
     click.echo(summary.text(), err=True)

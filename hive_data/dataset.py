@@ -13,7 +13,9 @@ Chat rows (messages, prompt/completion, alpaca, text) are checked to convert int
 and deduplicated. Every failing row goes to the rejects file with its row number, the original row,
 the step and the reason; `in = out + rejected + duplicates` always holds. Rows keep their field names:
 schema and answer fields are rewritten in place, an attached schema goes into `schema`, and SQL rows
-get a `dialect` field. Output order is the input order, whatever the number of processes.
+get a `dialect` field. Output order is the input order, whatever the number of processes. Every
+output line is strict JSON: NaN and Infinity become null (counted in the summary); a value JSON cannot
+hold, or an exception of any kind while a row is converted, makes that row a reject.
 """
 
 from __future__ import annotations
@@ -23,17 +25,20 @@ import datetime
 import decimal
 import hashlib
 import json
+import math
 import os
 import re
 import signal
 import sys
 import time
+import uuid
+import warnings
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hive_data.atomic import atomic_file, remove_stale
+from hive_data.atomic import atomic_file, check_separate, remove_stale
 from hive_data.errors import ConfigError, HiveError, RecordError, SQLError
 from hive_data.records import (
     FORMATS,
@@ -46,7 +51,7 @@ from hive_data.records import (
 )
 from hive_data.verify import VERIFY_LEVELS, guess_read
 
-STEPS = ("read", "fields", "schema", "answer", "parse", "explain", "messages", "internal")
+STEPS = ("read", "fields", "schema", "answer", "parse", "explain", "messages", "convert", "internal")
 OUTPUT_SUFFIXES = (".jsonl", ".parquet")
 SCHEMA_MEMO = 4096  # canonical schemas remembered per process
 
@@ -85,7 +90,10 @@ class Summary:
     dropped: Counter = field(default_factory=Counter)  # statement kind -> count, over distinct schemas
     formats: Counter = field(default_factory=Counter)  # record format -> rows
     schemas: int = 0  # distinct schema texts canonicalized
+    nulled: int = 0  # non-finite numbers (NaN, Infinity) written as null in the output rows
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # printed as `warning: ...` lines
+    first_reject: str | None = None  # "row N: reason" of the first rejected row
 
     @property
     def rows_rejected(self) -> int:
@@ -104,19 +112,39 @@ class Summary:
             f"formats: {', '.join(f'{k} {v}' for k, v in sorted(self.formats.items())) or 'none'}; "
             f"distinct schemas: {self.schemas}",
         ]
+        if self.nulled:
+            lines.append(
+                f"non-finite numbers (NaN/Infinity) written as null: {self.nulled} (JSON has no such values)"
+            )
         if self.dropped:
             lines.append(
                 "dropped from the distinct schemas: "
                 + ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items()))
             )
-        lines.append(f"time: {self.seconds:.1f} s, {self.rows_per_s:,.0f} rows/s; wrote {self.output}")
+        wrote = f"wrote {self.output}" if self.rows_out or not self.rows_in else "nothing written"
+        lines.append(f"time: {self.seconds:.1f} s, {self.rows_per_s:,.0f} rows/s; {wrote}")
+        lines.extend(f"warning: {w}" for w in self.warnings)
         return "\n".join(lines)
 
 
 def rejects_path(output: str | os.PathLike) -> Path:
-    """`clean.jsonl` -> `clean.rejects.jsonl`."""
+    """The default rejects file: `clean.jsonl` -> `clean.jsonl.rejects.jsonl`, `clean.parquet` ->
+    `clean.parquet.rejects.jsonl` (the output's whole name, so two outputs never share one)."""
     out = Path(output)
-    return out.with_name(out.stem + ".rejects.jsonl")
+    return out.with_name(out.name + ".rejects.jsonl")
+
+
+class NothingKept(RecordError):
+    """Every row was rejected: the rejects file is written, the output left as it was. `summary`
+    says what happened."""
+
+    def __init__(self, reason: str, summary: Summary, **where):
+        super().__init__(reason, **where)
+        self.summary = summary
+
+
+class _Discard(Exception):
+    """Raised inside the output's `atomic_file` to drop it while the rejects file is kept."""
 
 
 # --------------------------------------------------------------------------- per-process worker
@@ -238,7 +266,7 @@ def _policy_sql(stmt: str, dialect: str) -> str:
 
     try:
         return apply_identifier_policy(sqlglot.parse_one(stmt, read=dialect), dialect).sql(dialect=dialect)
-    except sqlglot.errors.SqlglotError:
+    except (sqlglot.errors.SqlglotError, RecursionError):
         return stmt  # as the normalizer printed it; EXPLAIN mode still checks that it executes
 
 
@@ -330,12 +358,16 @@ def _sql_row(data: dict, fmt: str, source: str, row: int) -> tuple[dict, bytes, 
         )
     except SQLError as err:
         raise _Reject(getattr(err, "step", "answer"), err) from None
+    except RecursionError:
+        raise _Reject("answer", SQLError(_TOO_DEEP)) from None
     if cfg.verify == "explain":
         try:
             _verifier().explain(sql, schema.text, dialect=cfg.dialect)  # the text holds kept data too
         except SQLError as err:
             step = "schema" if err.reason.startswith("schema does not execute") else "explain"
             raise _Reject(step, err) from None
+        except RecursionError:
+            raise _Reject("explain", SQLError(_TOO_DEEP)) from None
 
     out[colmap["answer"]] = sql
     if schema is not None:
@@ -343,6 +375,9 @@ def _sql_row(data: dict, fmt: str, source: str, row: int) -> tuple[dict, bytes, 
     out["dialect"] = cfg.dialect
     key = _digest("sql", _question_key(question), schema.text if schema else "", sql)
     return out, key, (schema.dropped, schema.key) if schema else None
+
+
+_TOO_DEEP = "SQL nested too deeply to parse (parentheses or subqueries thousands of levels deep)"
 
 
 def _chat_row(data: dict, fmt: str) -> tuple[dict, bytes]:
@@ -357,13 +392,71 @@ def _chat_row(data: dict, fmt: str) -> tuple[dict, bytes]:
 
 
 def _json_default(value):
+    """JSON for the values Parquet and the hub hand over that `json` does not know."""
     if isinstance(value, (datetime.date, datetime.datetime, datetime.time)):
         return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()  # a duration column: seconds
     if isinstance(value, decimal.Decimal):
         return str(value)
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    raise TypeError(f"a value of type {type(value).__name__} cannot be written as JSON")
+
+
+def _finite(value) -> tuple[object, int]:
+    """`value` with every non-finite float (NaN, Infinity) replaced by None, and how many were."""
+    if isinstance(value, float):
+        return (value, 0) if math.isfinite(value) else (None, 1)
+    if isinstance(value, dict):
+        out, n = {}, 0
+        for key, item in value.items():
+            out[key], k = _finite(item)
+            n += k
+        return out, n
+    if isinstance(value, (list, tuple)):
+        items = [_finite(item) for item in value]
+        return [v for v, _ in items], sum(k for _, k in items)
+    return value, 0
+
+
+def _dumps(value) -> tuple[str, int]:
+    """One valid JSON line (non-finite floats as null) and the number of values nulled. Raises
+    `_Reject("convert")` for a value that cannot be written as JSON text."""
+    nulled = 0
+    try:
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=_json_default, allow_nan=False)
+        except ValueError:  # NaN or Infinity somewhere: JSON has neither
+            value, nulled = _finite(value)
+            text = json.dumps(value, ensure_ascii=False, default=_json_default, allow_nan=False)
+        if not text.isascii():
+            text.encode("utf-8")  # a lone surrogate cannot be written
+    except UnicodeEncodeError:
+        raise _Reject("convert", RecordError("lone surrogate in a string (not valid Unicode)")) from None
+    except (TypeError, ValueError, RecursionError) as err:
+        reason = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+        raise _Reject("convert", RecordError(f"cannot write the row as JSON: {reason}")) from None
+    return text, nulled
+
+
+def _dumps_any(entry: dict) -> str:
+    """JSON text for a rejects entry, whatever its original holds (ASCII escapes keep a lone
+    surrogate; a value JSON cannot hold is written as its repr). Never raises."""
+    try:
+        return _dumps(entry)[0]
+    except _Reject:
+        pass
+    try:
+        value, _ = _finite(entry)
+        return json.dumps(value, ensure_ascii=True, default=repr, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        entry = {**entry, "original": repr(entry.get("original"))[:100_000]}
+        return json.dumps(entry, ensure_ascii=True, default=repr)
 
 
 def _reject_entry(item: tuple, step: str, err: HiveError) -> dict:
@@ -395,19 +488,20 @@ def _work(batch: list[tuple]) -> list[tuple]:
                 result, key, extra = _sql_row(data, fmt, source, row)
             else:
                 (result, key), extra = _chat_row(data, fmt), None
-            out.append(("ok", json.dumps(result, ensure_ascii=False, default=_json_default), key, fmt, extra))
+            text, nulled = _dumps(result)
+            out.append(("ok", text, key, fmt, extra, nulled, (source, row, line)))
         except Exception as exc:  # noqa: BLE001 - one row's surprise must not take the run down
             if isinstance(exc, _Reject):
                 rej = exc
             elif type(exc).__module__.startswith("psycopg"):
                 raise  # the database went away: stop, do not reject every row that follows
+            elif isinstance(exc, RecursionError):
+                rej = _Reject("read", RecordError("nested too deeply to process"))
             else:
                 reason = f"internal error ({type(exc).__name__}: {str(exc)[:200]}); please report it"
                 rej = _Reject("internal", HiveError(reason))
             entry = _reject_entry(item, rej.step, rej.err)
-            out.append(
-                ("reject", json.dumps(entry, ensure_ascii=False, default=_json_default), rej.step, fmt)
-            )
+            out.append(("reject", _dumps_any(entry), rej.step, fmt))
     return out
 
 
@@ -458,11 +552,54 @@ def _results(batches: Iterator[list[tuple]], cfg: NormalizeConfig, pg_uri: str |
                 n, fut = pending.popleft()
                 yield n, fut.result()
         except BrokenProcessPool:
-            raise HiveError("a worker process died (out of memory or killed); nothing was written") from None
+            raise HiveError(
+                "a worker process died (out of memory, killed, or it could not start); nothing was written"
+            ) from None
         except BaseException:
             for _, fut in pending:
                 fut.cancel()
             raise
+
+
+def _main_reruns_in_workers() -> bool:
+    """True when this call runs in the top-level code of a `__main__` script outside an
+    `if __name__ == "__main__":` block: a spawned worker imports the script again (as `__mp_main__`)
+    and would run the call itself, failing as it starts. False when unsure (no script file, source
+    unreadable, called from a thread)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    # as multiprocessing.spawn decides: a package's __main__ (`python -m pkg`) is not imported again
+    if main is None or not path or (name is not None and name.split(".")[-1] == "__main__"):
+        return False
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_globals is vars(main) and frame.f_code.co_name == "<module>"):
+        frame = frame.f_back
+    if frame is None:
+        return False
+    import ast
+
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=str(path))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return False
+    line = frame.f_lineno
+    for node in tree.body:
+        if isinstance(node, ast.If) and _is_main_test(node.test):
+            if node.lineno <= line <= (node.end_lineno or node.lineno):
+                return False
+    return True
+
+
+def _is_main_test(test) -> bool:
+    import ast
+
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [s.id for s in sides if isinstance(s, ast.Name)]
+    consts = [s.value for s in sides if isinstance(s, ast.Constant)]
+    return names == ["__name__"] and consts == ["__main__"]
 
 
 def _close_worker() -> None:
@@ -481,10 +618,17 @@ def normalize_dataset(
     """Normalize a dataset (file, directory or hub id) into `output` (`.jsonl` or `.parquet`).
 
     Options are the fields of `NormalizeConfig` (as keywords or a config). With `num_proc` > 1 the
-    workers are spawned processes, so a script calling this needs the `if __name__ == "__main__":` guard. Writes the output and the
-    rejects file (`<output stem>.rejects.jsonl` unless `rejects=`) atomically and returns the summary.
-    Raises `ConfigError` for bad options, `RecordError` for an unreadable source (missing, empty,
-    unknown format), and with `strict=True` a `RecordError` after writing when any row was rejected.
+    workers are spawned processes; called from a script's top level without the
+    `if __name__ == "__main__":` guard (where spawned workers would run the script again), it warns and
+    works in one process instead. Writes the output and the
+    rejects file (`rejects_path(output)`, `<output name>.rejects.jsonl`, unless `rejects=`) atomically
+    and returns the summary. Raises `ConfigError` for bad options and, before anything is written, for
+    an output or rejects file that is the input (or lies inside an input directory) and for a rejects
+    file that is the output; `RecordError` for an unreadable source (missing, empty, unknown format);
+    `NothingKept` (a `RecordError`, with the summary) when every row was rejected: the rejects file is
+    written and the output left as it was; and with `strict=True` a `RecordError` after writing when any
+    row was rejected. With `verify="explain"` and no row holding SQL, the summary warns that nothing
+    was explained.
     """
     cfg = config or NormalizeConfig()
     for key, value in options.items():
@@ -512,7 +656,20 @@ def normalize_dataset(
     if cfg.schema_dir and not Path(cfg.schema_dir).is_dir():
         raise ConfigError(f"--schema-dir {cfg.schema_dir}: not a directory")
     rejects = Path(cfg.rejects) if cfg.rejects else rejects_path(output)
+    check_separate(output, [src])
+    check_separate(rejects, [src], what="rejects file")
+    if os.path.realpath(rejects) == os.path.realpath(output):
+        raise ConfigError("rejects file is the output; they must differ (--rejects)", file=str(rejects))
     procs = cfg.num_proc or os.cpu_count() or 1
+    if procs > 1 and _main_reruns_in_workers():
+        warnings.warn(
+            "normalize_dataset was called from a script's top level without an "
+            '`if __name__ == "__main__":` guard; spawned workers would run the script again, so the '
+            "rows are processed in this process (add the guard to use several)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        procs = 1
     summary = Summary(output=str(output), rejects=str(rejects))
     start = time.perf_counter()
 
@@ -529,6 +686,25 @@ def normalize_dataset(
     else:
         _write(records, output, rejects, cfg, None, procs, summary)
     summary.seconds = time.perf_counter() - start
+    if cfg.verify == "explain" and summary.rows_in and not any(summary.formats[f] for f in SQL_FORMATS):
+        summary.warnings.append(
+            "--verify explain checked nothing: no row holds an SQL answer (formats: "
+            + (", ".join(sorted(summary.formats)) or "none")
+            + ")"
+        )
+    if summary.rows_in and not summary.rows_out:
+        by_step = ", ".join(f"{k} {v}" for k, v in sorted(summary.rejected.items()))
+        top = summary.rejected.most_common(1)[0][0] if summary.rejected else ""
+        hint = {"fields": " (wrong --format or --map?)", "messages": " (wrong --format or --map?)"}.get(
+            top, " (wrong --read dialect?)" if top in ("schema", "answer", "parse") else ""
+        )
+        summary.warnings.append(f"every row was rejected; {output} was not written")
+        raise NothingKept(
+            f"every row was rejected ({summary.rows_in} rows; by step: {by_step}); nothing written to "
+            f"{output}; first: {summary.first_reject}; reasons in {rejects}{hint}",
+            summary,
+            file=str(src),
+        )
     if cfg.strict and summary.rows_rejected:
         raise RecordError(
             f"{summary.rows_rejected} rows rejected (--strict); reasons in {rejects}", file=str(src)
@@ -539,8 +715,6 @@ def normalize_dataset(
 def _write(records, output: Path, rejects: Path, cfg, pg_uri, procs: int, summary: Summary) -> None:
     from tqdm import tqdm
 
-    seen: set[bytes] = set()
-    schemas: set[int] = set()
     parquet = output.suffix.lower() == ".parquet"
     target = output.with_name(f".{output.name}.rows.jsonl") if parquet else output
     bar = tqdm(
@@ -551,50 +725,108 @@ def _write(records, output: Path, rejects: Path, cfg, pg_uri, procs: int, summar
         dynamic_ncols=True,
         mininterval=0.5,
     )
-    arrow_schema = None
+    kept = True
     try:
-        with (
-            atomic_file(target, "w", encoding="utf-8") as out,
-            atomic_file(rejects, "w", encoding="utf-8") as rej,
-        ):
-            pending_types: list[dict] = []
-            for n, results in _results(_batches(records, cfg.batch_size), cfg, pg_uri, procs):
-                for res in results:
-                    summary.rows_in += 1
-                    if res[0] == "reject":
-                        rej.write(res[1] + "\n")
-                        summary.rejected[res[2]] += 1
-                        if res[3]:
-                            summary.formats[res[3]] += 1
-                        continue
-                    _, line, key, fmt, extra = res
-                    summary.formats[fmt] += 1
-                    if extra is not None:
-                        if extra[1] not in schemas:  # counted once per distinct schema
-                            summary.dropped.update(extra[0])
-                            schemas.add(extra[1])
-                    if key in seen:
-                        summary.duplicates += 1
-                        continue
-                    seen.add(key)
-                    out.write(line + "\n")
-                    summary.rows_out += 1
-                    if parquet:
-                        pending_types.append(json.loads(line))
-                        if len(pending_types) >= 4096:
-                            arrow_schema = _unify(arrow_schema, pending_types)
-                            pending_types = []
-                bar.update(n)
-            if parquet and pending_types:
-                arrow_schema = _unify(arrow_schema, pending_types)
-        summary.schemas = len(schemas)
+        # the rejects file is committed first, then the output, unless no row was kept (`_Discard`)
+        try:
+            with atomic_file(target, "w", encoding="utf-8") as out:
+                with atomic_file(rejects, "w", encoding="utf-8") as rej:
+                    arrow_schema = _write_rows(records, out, rej, cfg, pg_uri, procs, summary, bar, parquet)
+                if summary.rows_in and not summary.rows_out:
+                    raise _Discard
+        except _Discard:
+            kept = False
     finally:
         bar.close()
-    if parquet:
+    if parquet and kept:
         try:
             _jsonl_to_parquet(target, output, arrow_schema)
         finally:
             target.unlink(missing_ok=True)
+
+
+def _write_rows(records, out, rej, cfg, pg_uri, procs: int, summary: Summary, bar, parquet: bool):
+    """Write every row's result to `out` or `rej`, in input order; returns the Arrow schema of the kept
+    rows (parquet: a row whose values fit no column type of the rows before it is rejected, step
+    "convert", so the conversion at the end cannot fail)."""
+    seen: set[bytes] = set()
+    schemas: set[int] = set()
+    arrow_schema = None
+    for n, results in _results(_batches(records, cfg.batch_size), cfg, pg_uri, procs):
+        actions: list[tuple] = []  # ("rej", json, step) | ("out", json, nulled, where), in input order
+        for res in results:
+            summary.rows_in += 1
+            if res[0] == "reject":
+                actions.append(("rej", res[1], res[2]))
+                if res[3]:
+                    summary.formats[res[3]] += 1
+                continue
+            _, line, key, fmt, extra, nulled, where = res
+            summary.formats[fmt] += 1
+            if extra is not None:
+                if extra[1] not in schemas:  # counted once per distinct schema
+                    summary.dropped.update(extra[0])
+                    schemas.add(extra[1])
+            if key in seen:
+                summary.duplicates += 1
+                continue
+            seen.add(key)
+            actions.append(("out", line, nulled, where))
+        if parquet:
+            arrow_schema = _fit_parquet(arrow_schema, actions)
+        for action in actions:
+            if action[0] == "rej":
+                rej.write(action[1] + "\n")
+                summary.rejected[action[2]] += 1
+                if summary.first_reject is None:
+                    entry = json.loads(action[1])
+                    reason = " ".join(str(entry.get("reason")).split())  # one line, whatever it was
+                    summary.first_reject = f"row {entry.get('row')}: {reason[:200]}"
+            else:
+                out.write(action[1] + "\n")
+                summary.rows_out += 1
+                summary.nulled += action[2]
+        bar.update(n)
+    summary.schemas = len(schemas)
+    return arrow_schema
+
+
+def _fit_parquet(schema, actions: list[tuple]):
+    """The Arrow schema of the rows so far and the "out" actions; an output row that fits no column type
+    of the others (an integer beyond 64 bits, a string where numbers were) becomes a "rej" action."""
+    rows = [json.loads(a[1]) for a in actions if a[0] == "out"]
+    if not rows:
+        return schema
+    try:
+        return _unify(schema, rows)
+    except Exception:  # noqa: BLE001 - pyarrow raises ArrowInvalid, ArrowTypeError, OverflowError...
+        pass  # find the rows at fault
+    for i, action in enumerate(actions):
+        if action[0] != "out":
+            continue
+        row = json.loads(action[1])
+        try:
+            wider = _unify(schema, [row])
+            import pyarrow as pa
+
+            pa.Table.from_pylist([row], schema=wider)
+            schema = wider
+        except Exception as err:  # noqa: BLE001 - as above, for this row alone
+            source, number, line = action[3]
+            reason = " ".join(str(err).split()) or type(err).__name__
+            entry = {
+                "row": number,
+                "file": source,
+                "input_line": line,
+                "step": "convert",
+                "reason": f"does not fit one Parquet type per column with the rows before it ({reason}); "
+                "original is the row as normalized (a .jsonl output keeps it)",
+                "line": None,
+                "col": None,
+                "original": row,
+            }
+            actions[i] = ("rej", _dumps_any(entry), "convert")
+    return schema
 
 
 def _unify(schema, rows: list[dict]):
@@ -617,10 +849,23 @@ def _jsonl_to_parquet(src: Path, output: Path, schema) -> None:
             for line in lines:
                 rows.append(json.loads(line))
                 if len(rows) >= 4096:
-                    writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+                    _write_parquet_rows(writer, rows, schema, output)
                     rows = []
         if rows or schema.names == []:
-            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+            _write_parquet_rows(writer, rows, schema, output)
+
+
+def _write_parquet_rows(writer, rows: list[dict], schema, output: Path) -> None:
+    import pyarrow as pa
+
+    try:
+        table = pa.Table.from_pylist(rows, schema=schema)
+    except Exception as err:  # noqa: BLE001 - `_fit_parquet` admits only rows that convert; a last guard
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise HiveError(
+            f"cannot write the rows as Parquet ({reason}); a .jsonl output keeps them", file=str(output)
+        ) from None
+    writer.write_table(table)
 
 
 def iter_output(path: str | os.PathLike) -> Iterator[dict]:

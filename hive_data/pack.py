@@ -7,7 +7,10 @@ Stages (each a function or module of its own):
    masks are spilled to flat files in the staging directory as they arrive, so memory holds only a few
    numbers per row;
 3. drop overlong rows (or stop, with `overlong="error"`), remove exact duplicate conversations, split
-   train/val by a hash of each conversation's content;
+   train/val by a hash of each conversation's content. A row whose rendered text has more than
+   `seq * chars_per_token_bound(tokenizer)` characters cannot fit (`hive_data.chat`) and is dropped
+   from its length, never tokenized, so a hostile 50 MB row costs no tokenizer memory; `seq` itself is
+   at most `MAX_SEQ` and the tokenizer's `model_max_length`;
 4. pack each split globally (`hive_data.packing.pack_documents`: best-fit decreasing with exact-fit
    and refinement passes), rows in seeded order;
 5. write shards (`hive_data.shards.ShardWriter`), `rejects.jsonl` and `manifest.json` into the
@@ -37,7 +40,15 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from hive_data import __version__
-from hive_data.atomic import commit_dir, new_staging_dir, remove_stale
+from hive_data.atomic import (
+    Layout,
+    check_replaceable,
+    check_separate,
+    commit_dir,
+    new_staging_dir,
+    remove_stale,
+    write_marker,
+)
 from hive_data.chat import LOSS_POLICIES, THINK_POLICIES, ChatRenderer, Encoded, chat_template_sha256
 from hive_data.errors import ConfigError, PackError, RecordError, ShardError
 from hive_data.packing import Packing, length_histogram, pack_documents, shuffle_rows
@@ -45,6 +56,7 @@ from hive_data.shards import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
+    MAX_SEQ,
     SCHEMA,
     ShardWriter,
     open_shards,
@@ -94,6 +106,8 @@ class PackConfig:
     def check(self) -> None:
         if self.seq < 16:
             raise ConfigError(f"--seq must be at least 16, got {self.seq}")
+        if self.seq > MAX_SEQ:
+            raise ConfigError(f"--seq {self.seq} is above the limit of {MAX_SEQ} tokens per packed row")
         if self.loss not in LOSS_POLICIES:
             raise ConfigError(f"--loss must be one of {', '.join(LOSS_POLICIES)}, got {self.loss!r}")
         if self.think not in THINK_POLICIES:
@@ -234,39 +248,49 @@ def first_occurrences(hashes: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------- workers
 
 _RENDERER: ChatRenderer | None = None
+_MAX_CHARS: int | None = None  # rendered text longer than this cannot fit --seq (ChatRenderer.max_chars)
 
 
-def _init_worker(tokenizer_name: str, loss: str, think: str, trust_remote_code: bool = False) -> None:
-    global _RENDERER
+def _init_worker(
+    tokenizer_name: str, loss: str, think: str, trust_remote_code: bool = False, seq: int | None = None
+) -> None:
+    global _RENDERER, _MAX_CHARS
     # Ctrl-C goes to the whole process group; the parent alone handles it and terminates the pool
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already
     if _RENDERER is None:  # inherited through fork when available
         _RENDERER = ChatRenderer(load_tokenizer(tokenizer_name, trust_remote_code), loss=loss, think=think)
+    _MAX_CHARS = _RENDERER.max_chars(seq) if seq else None
 
 
 def _encode_task(conversations: list[list[dict]]):
-    """(hashes, ids, mask, lengths, errors) of a batch; a conversation the chat template refuses gets
-    length 0 and its reason in `errors` (by position in the batch) instead of failing the batch."""
+    """(hashes, ids, mask, lengths, errors, over) of a batch. A conversation the chat template or the
+    tokenizer refuses gets length 0 and its reason in `errors` (by position in the batch) instead of
+    failing the batch; one whose rendered text is too long to fit --seq for certain is not tokenized
+    (length 0, its character count in `over`)."""
     errors: dict[int, str] = {}
     try:
-        enc = _RENDERER.encode(conversations)
-    except PackError:
-        parts = []
+        enc = _RENDERER.encode(conversations, _MAX_CHARS)
+    except Exception:  # noqa: BLE001 - find the row(s) at fault; the others are encoded one by one
+        parts, over = [], {}
         for i, conv in enumerate(conversations):
             try:
-                parts.append(_RENDERER.encode([conv]))
-            except PackError as err:
-                errors[i] = err.reason
-                parts.append(_RENDERER.encode([]))
-                parts[-1].lengths = np.zeros(1, dtype=np.int64)
+                part = _RENDERER.encode([conv], _MAX_CHARS)
+                if part.over:
+                    over[i] = part.over[0]
+            except Exception as err:  # noqa: BLE001 - one row's surprise must not take the run down
+                errors[i] = err.reason if isinstance(err, PackError) else f"{type(err).__name__}: {err}"
+                part = _RENDERER.encode([])
+                part.lengths = np.zeros(1, dtype=np.int64)
+            parts.append(part)
         enc = Encoded(
             ids=np.concatenate([p.ids for p in parts]),
             mask=np.concatenate([p.mask for p in parts]),
             lengths=np.concatenate([p.lengths for p in parts]),
+            over=over,
         )
     hashes = np.frombuffer(b"".join(conversation_hash(c) for c in conversations), dtype=np.uint8)
-    return hashes.reshape(-1, 16), enc.ids, enc.mask, enc.lengths, errors
+    return hashes.reshape(-1, 16), enc.ids, enc.mask, enc.lengths, errors, enc.over
 
 
 class _Spill:
@@ -408,6 +432,13 @@ def _conversations(
                 counts["invalid"] += 1
                 _reject(rejects, rec.source, rec.row, rec.line, "invalid", err.reason)
                 continue
+            except Exception as err:  # noqa: BLE001 - one row's surprise must not take the run down
+                counts["invalid"] += 1
+                reason = (
+                    "nested too deeply" if isinstance(err, RecursionError) else f"{type(err).__name__}: {err}"
+                )
+                _reject(rejects, rec.source, rec.row, rec.line, "invalid", reason)
+                continue
             rows.add(rec.source, rec.row, rec.line)
             yield messages
 
@@ -415,7 +446,13 @@ def _conversations(
 def _reject(fh, source, row, line, reason: str, detail: str, **extra) -> None:
     entry = {"file": source, "row": row, "line": line, "reason": reason, "detail": detail}
     entry.update({k: v for k, v in extra.items() if v is not None})
-    fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    text = json.dumps(entry, ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: ASCII escapes keep it readable as JSON
+            text = json.dumps(entry, ensure_ascii=True)
+    fh.write(text + "\n")
 
 
 def fingerprint(inputs: list[dict], tokenizer: dict, template_sha: str, config: PackConfig) -> str | None:
@@ -433,16 +470,40 @@ def fingerprint(inputs: list[dict], tokenizer: dict, template_sha: str, config: 
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def _check_replaceable(output: Path) -> None:
-    """The output is replaced as a whole: refuse to replace anything but an earlier pack."""
-    if output.exists() and not output.is_dir():
-        raise ConfigError("output exists and is not a directory", file=str(output))
-    if output.is_dir() and any(output.iterdir()) and not (output / MANIFEST).is_file():
+def _legacy_shards(path: Path) -> bool:
+    """A shard directory of a hive that wrote no ownership marker: its manifest.json has hive's format
+    and every entry in it is the manifest, its rejects file or a shard the manifest lists."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        return False
+    listed = {MANIFEST, str(manifest.get("rejects") or REJECTS)}
+    listed |= {str(s.get("file")) for s in manifest.get("shards") or [] if isinstance(s, dict)}
+    return all(name in listed for name in os.listdir(path))
+
+
+# What a pack writes at the top level of its output (`hive_data.atomic.check_replaceable`).
+SHARDS_LAYOUT = Layout(
+    kind="shards",
+    names=(MANIFEST, REJECTS, "train-*-of-*.arrow", "val-*-of-*.arrow"),
+    legacy=_legacy_shards,
+)
+
+
+def check_output(output: str | os.PathLike, inputs: Sequence[str | os.PathLike]) -> None:
+    """The output is replaced as a whole: refuse (`ConfigError`) anything but a missing or empty
+    directory or an earlier pack holding only what hive wrote there (`SHARDS_LAYOUT`), a symlink
+    (replacing would swap the link, not its target), and an output that is, holds or lies inside an
+    input."""
+    if Path(output).is_symlink():
         raise ConfigError(
-            "output directory exists and is not a shard directory (no manifest.json); "
-            "refusing to replace it: choose another -o or remove it",
+            "is a symbolic link; the shard directory is replaced as a whole: pass the directory it points to",
             file=str(output),
         )
+    check_separate(output, inputs, what="output directory")
+    check_replaceable(output, SHARDS_LAYOUT, "replace")
 
 
 def _up_to_date(output: Path, fp: str | None) -> dict | None:
@@ -469,8 +530,10 @@ def pack_dataset(
     `options` override fields of `config` (or of the defaults). Returns the manifest written, or the
     existing one with `skipped=True` when `output` already holds this exact pack (unless `force`).
     Raises `PackError` (overlong rows under `overlong="error"`, tokenizer problems, nothing to pack),
-    `RecordError` for unreadable sources and `ConfigError` for bad options; on any error or interruption
-    the previous `output` is left as it was.
+    `RecordError` for unreadable sources and `ConfigError` for bad options and for an `output` that is
+    not hive's to replace (`check_output`: checked before anything is written, and again just before
+    the swap); on any error or interruption the previous `output` is left as it was. The new output
+    carries the `.hive-owned` marker (kind "shards").
     """
     config = PackConfig(**{**(asdict(config) if config else {}), **options})
     config.check()
@@ -480,10 +543,11 @@ def pack_dataset(
     if not inputs:
         raise ConfigError("no input given")
     output = Path(output)
-    _check_replaceable(output)
+    check_output(output, inputs)
     remove_stale(output)
 
     tokenizer = load_tokenizer(config.tokenizer, config.trust_remote_code)
+    check_seq(config.seq, tokenizer)
     renderer = ChatRenderer(tokenizer, loss=config.loss, think=config.think)
     tok_info = tokenizer_info(tokenizer)
     template_sha = chat_template_sha256(tokenizer)
@@ -498,6 +562,8 @@ def pack_dataset(
     try:
         manifest = _build(inputs, staging, config, renderer, tok_info, template_sha, files, fp)
         staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output should not be
+        write_marker(staging, SHARDS_LAYOUT.kind)
+        check_replaceable(output, SHARDS_LAYOUT, "replace")  # again: the user may have added a file
         commit_dir(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -506,12 +572,37 @@ def pack_dataset(
     return PackResult(output=output, manifest=manifest, rejects=rejects)
 
 
-def _overlong_error(length: int, seq: int, where: dict) -> PackError:
+def check_seq(seq: int, tokenizer) -> None:
+    """`ConfigError` for a --seq above `MAX_SEQ` or above the tokenizer's `model_max_length` when it
+    states a real one (transformers uses a huge placeholder when it does not know)."""
+    if seq > MAX_SEQ:
+        raise ConfigError(f"--seq {seq} is above the limit of {MAX_SEQ} tokens per packed row")
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit <= MAX_SEQ and seq > limit:
+        raise ConfigError(
+            f"--seq {seq} is longer than the tokenizer's model_max_length {limit}; "
+            "the model cannot use longer rows",
+            file=str(tokenizer.name_or_path),
+        )
+
+
+def _overlong_error(length: int, seq: int, where: dict, at_least: bool = False) -> PackError:
     return PackError(
-        f"conversation is {length} tokens, longer than --seq {seq} "
+        f"conversation is {'at least ' if at_least else ''}{length} tokens, longer than --seq {seq} "
         "(--overlong drop drops such rows and lists them in rejects.jsonl)",
         **where,
     )
+
+
+def _flags(n: int, over: dict[int, int]) -> np.ndarray:
+    out = np.zeros(n, dtype=bool)
+    out[list(over)] = True
+    return out
+
+
+def _at_least(chars: int, renderer: ChatRenderer) -> int:
+    """The fewest tokens a rendered text of `chars` characters can have (`chars_per_token_bound`)."""
+    return -(-chars // renderer.chars_per_token)
 
 
 def _umask() -> int:
@@ -521,8 +612,9 @@ def _umask() -> int:
 
 
 def _build(inputs, staging: Path, config: PackConfig, renderer, tok_info, template_sha, files, fp) -> dict:
-    global _RENDERER
+    global _RENDERER, _MAX_CHARS
     counts: Counter = Counter()
+    early: dict[int, int] = {}  # row index -> characters of rows too long to tokenize (Encoded.over)
     rows = _Rows()
     spill = _Spill(staging)
     workers = config.workers()
@@ -533,14 +625,20 @@ def _build(inputs, staging: Path, config: PackConfig, renderer, tok_info, templa
         )
         try:
             _RENDERER = renderer  # workers forked from here inherit it; workers=1 uses it directly
+            _MAX_CHARS = renderer.max_chars(config.seq)
             convs = _conversations(inputs, config, rows, rejects, counts, bar)
-            init = (config.tokenizer, config.loss, config.think, config.trust_remote_code)
+            init = (config.tokenizer, config.loss, config.think, config.trust_remote_code, config.seq)
             done = 0
             for result in _map_ordered(_encode_task, _batched(convs, config.batch_rows), workers, init):
-                hashes, ids, mask, lengths, errors = result
-                if config.overlong == "error" and (lengths > config.seq).any():
-                    i = done + int(np.flatnonzero(lengths > config.seq)[0])
+                hashes, ids, mask, lengths, errors, over = result
+                if config.overlong == "error" and ((lengths > config.seq).any() or over):
+                    i = done + int(np.flatnonzero((lengths > config.seq) | _flags(len(lengths), over))[0])
+                    if i - done in over:
+                        least = _at_least(over[i - done], renderer)
+                        raise _overlong_error(least, config.seq, rows.where(i), at_least=True)
                     raise _overlong_error(int(lengths[i - done]), config.seq, rows.where(i))
+                for i, chars in over.items():
+                    early[done + i] = chars
                 for i, reason in sorted(errors.items()):
                     counts["unrenderable"] += 1
                     w = rows.where(done + i)
@@ -553,9 +651,18 @@ def _build(inputs, staging: Path, config: PackConfig, renderer, tok_info, templa
 
         # overlong rows: never truncated
         overlong = lengths > config.seq
+        overlong[list(early)] = True
         if overlong.any():
             for i in np.flatnonzero(overlong).tolist():
                 w = rows.where(i)
+                if i in early:  # measured by its text, never tokenized
+                    least = _at_least(early[i], renderer)
+                    detail = (
+                        f"at least {least} tokens > seq {config.seq} (its text is {early[i]} characters; "
+                        f"one token stands for at most {renderer.chars_per_token})"
+                    )
+                    _reject(rejects, w["file"], w["row"], w["line"], "overlong", detail, length=least)
+                    continue
                 _reject(
                     rejects,
                     w["file"],
@@ -605,7 +712,15 @@ def _build(inputs, staging: Path, config: PackConfig, renderer, tok_info, templa
             doc_lengths.append(lengths[docs])
         spill.remove()
     if not shards:
-        raise PackError("nothing to pack: every row was rejected (see the rejects reasons)", file=inputs[0])
+        why = ", ".join(
+            f"{r} {counts[r]}"
+            for r in ("unreadable", "invalid", "unrenderable", "overlong", "duplicate")
+            if counts[r]
+        )
+        hint = f"; raise --seq (now {config.seq}) to keep long rows" if counts["overlong"] else ""
+        raise PackError(
+            f"nothing to pack: every row was rejected ({why}; see the rejects reasons){hint}", file=inputs[0]
+        )
 
     all_lengths = np.concatenate(doc_lengths)
     tokens = sum(t["tokens"] for t in split_totals.values())
@@ -709,12 +824,21 @@ def describe(result: PackResult) -> str:
             "nothing to do (--force rebuilds)"
         )
     dropped = ", ".join(f"{k} {v}" for k, v in t["rows_dropped"].items()) or "none"
+    overlong = t["rows_dropped"].get("overlong", 0)
+    warning = ""
+    if overlong * 2 > t["rows_in"]:
+        warning = (
+            f"\nwarning: {overlong} of {t['rows_in']} rows ({overlong / t['rows_in']:.0%}) were dropped as "
+            f"longer than --seq {m['seq']} tokens; raise --seq to keep them"
+        )
     splits = ", ".join(f"{s} {v['rows']} rows / {v['sequences']} sequences" for s, v in t["splits"].items())
     return (
         f"packed {t['rows_packed']} of {t['rows_in']} rows into {_n(t['sequences'], 'sequence')} of {m['seq']} tokens "
         f"({splits}), {t['tokens']} tokens, {t['loss_tokens']} under loss, fill {t['fill_efficiency']:.2%}, "
         f"{len(m['shards'])} shard file(s) in {result.output}\n"
-        f"dropped: {dropped}" + (f" (listed in {result.output / REJECTS})" if t["rows_dropped"] else "")
+        f"dropped: {dropped}"
+        + (f" (listed in {result.output / REJECTS})" if t["rows_dropped"] else "")
+        + warning
     )
 
 

@@ -3,8 +3,9 @@
 Sources are `.jsonl`, `.json`, `.parquet` and `.csv` files, directories of them (read in sorted path
 order), and Hugging Face hub ids `org/name[:split][:config]` (streamed with `datasets.load_dataset`).
 Each row comes out as a `Record` that knows where it came from; a row that cannot be read carries a
-`RecordError` instead of data, so callers can reject it without stopping. Problems with a whole source
-(missing file, empty file, unknown format) raise `RecordError`.
+`RecordError` instead of data, so callers can reject it without stopping: bad UTF-8 or JSON, a
+lone surrogate in a string, nesting deeper than `MAX_DEPTH`, a Parquet value Python cannot hold.
+Problems with a whole source (missing file, empty file, unknown format) raise `RecordError`.
 
 Record formats and the fields they provide (canonical field -> accepted columns, first present wins):
 
@@ -74,6 +75,12 @@ SHAREGPT_ROLES = {
     "user": "user",
     "assistant": "assistant",
 }
+
+# Rows are checked for what would break a writer later (a lone surrogate cannot be written as UTF-8;
+# very deep nesting overflows the stack of every recursive encoder: json, pickle, Arrow). The checks
+# run only when a cheap scan of the raw text says they could find something.
+MAX_DEPTH = 200  # levels of nested lists/objects in one row
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(?::[\w.-]*)?(?::[\w.-]+)?$")
 
@@ -250,6 +257,8 @@ def _as_messages(value, name: str) -> list[dict]:
             value = json.loads(value)  # parquet/csv exports often store the list as a JSON string
         except ValueError:
             raise RecordError(f"field {name!r} is a string, expected a list of messages") from None
+        except RecursionError:
+            raise RecordError(f"field {name!r} holds JSON nested too deeply") from None
     if not isinstance(value, list):
         raise RecordError(f"field {name!r} is {type(value).__name__}, expected a list of messages")
     out = []
@@ -396,11 +405,60 @@ def iter_hub(
 
         ds = datasets.load_dataset(name, config, split=split or "train", streaming=True)
         for i, row in enumerate(ds, 1):
-            yield Record(label, i, None, dict(row))
+            data = dict(row)
+            reason = check_value(data)
+            if reason is not None:
+                yield Record(
+                    label, i, None, None, RecordError(reason, file=label, row=i), raw=_raw_text(data)
+                )
+            else:
+                yield Record(label, i, None, data)
     except RecordError:
         raise
     except Exception as err:  # datasets raises many types (network, missing config/split, builder errors)
         raise RecordError(f"cannot load dataset: {type(err).__name__}: {err}", file=label) from None
+
+
+def check_value(data) -> str | None:
+    """Why a decoded row cannot be written back as JSON text, or None: a string (or key) holding a
+    lone surrogate (JSON `"\\ud800"` decodes to one), or nesting deeper than `MAX_DEPTH`. Iterative, so
+    it never overflows the stack itself."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if _has_surrogate(value):
+                return "lone surrogate in a string (not valid Unicode, cannot be written as UTF-8)"
+        elif isinstance(value, (dict, list, tuple)):
+            if depth > MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if isinstance(key, str) and _has_surrogate(key):
+                        return "lone surrogate in a key (not valid Unicode, cannot be written as UTF-8)"
+                    stack.append((item, depth + 1))
+            else:
+                stack.extend((item, depth + 1) for item in value)
+    return None
+
+
+def _suspect(raw: bytes | str) -> bool:
+    """Whether a row's raw JSON text could hold a lone surrogate or too deep nesting (cheap scans)."""
+    if isinstance(raw, str):
+        return "\\u" in raw or raw.count("[") + raw.count("{") > MAX_DEPTH
+    return bool(_SURROGATE_ESCAPE.search(raw)) or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
+
+
+def _loads(text: str):
+    """json.loads for one row; anything it raises besides a syntax error becomes a ValueError reason."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise ValueError(f"JSON nested too deeply (more than {MAX_DEPTH} levels)") from None
+    except ValueError as err:  # e.g. an integer longer than Python converts (4300 digits)
+        raise ValueError(f"bad JSON: {err}") from None
 
 
 def _read_file(path: Path) -> Iterator[Record]:
@@ -439,9 +497,18 @@ def _read_jsonl(path: Path) -> Iterator[Record]:
                 yield Record(name, row, lineno, None, error, raw=text)
                 continue
             try:
-                data = json.loads(text)
+                data = _loads(text)
             except json.JSONDecodeError as err:
                 error = RecordError(f"bad JSON: {err.msg}", file=name, row=row, line=lineno, col=err.colno)
+                yield Record(name, row, lineno, None, error, raw=text.rstrip("\r\n"))
+                continue
+            except ValueError as err:
+                error = RecordError(str(err), file=name, row=row, line=lineno)
+                yield Record(name, row, lineno, None, error, raw=text.rstrip("\r\n"))
+                continue
+            reason = check_value(data) if _suspect(raw) else None
+            if reason is not None:
+                error = RecordError(reason, file=name, row=row, line=lineno)
                 yield Record(name, row, lineno, None, error, raw=text.rstrip("\r\n"))
                 continue
             if not isinstance(data, dict):
@@ -465,9 +532,12 @@ def _read_json(path: Path) -> Iterator[Record]:
     if not text.strip():
         return
     try:
-        doc = json.loads(text)
+        doc = _loads(text)
     except json.JSONDecodeError as err:
         raise RecordError(f"bad JSON: {err.msg}", file=name, line=err.lineno, col=err.colno) from None
+    except ValueError as err:  # one document: it cannot be read row by row
+        raise RecordError(str(err), file=name) from None
+    suspect = _suspect(text)
     if isinstance(doc, dict):
         lists = [v for v in doc.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -478,11 +548,23 @@ def _read_json(path: Path) -> Iterator[Record]:
     if not isinstance(doc, list):
         raise RecordError(f"JSON file holds a {type(doc).__name__}, expected a list of rows", file=name)
     for i, data in enumerate(doc, 1):
-        if isinstance(data, dict):
+        reason = check_value(data) if suspect else None
+        if reason is not None:
+            error = RecordError(reason, file=name, row=i)
+            yield Record(name, i, None, None, error, raw=_raw_text(data))
+        elif isinstance(data, dict):
             yield Record(name, i, None, data)
         else:
             error = RecordError(f"row is a JSON {type(data).__name__}, expected an object", file=name, row=i)
-            yield Record(name, i, None, None, error, raw=json.dumps(data, ensure_ascii=False))
+            yield Record(name, i, None, None, error, raw=_raw_text(data))
+
+
+def _raw_text(data) -> str:
+    """A row as JSON text for the rejects file, whatever it holds (ASCII escapes keep surrogates)."""
+    try:
+        return json.dumps(data, ensure_ascii=True, default=repr)
+    except (ValueError, RecursionError):
+        return repr(data)[:10_000]
 
 
 def _read_parquet(path: Path) -> Iterator[Record]:
@@ -493,11 +575,71 @@ def _read_parquet(path: Path) -> Iterator[Record]:
         pf = pq.ParquetFile(path)
     except Exception as err:  # pyarrow raises ArrowInvalid / OSError for damaged files
         raise RecordError(f"cannot read parquet: {err}", file=name) from None
+    depth = max((_type_depth(f.type) for f in pf.schema_arrow), default=0)
     row = 0
-    for batch in pf.iter_batches(batch_size=2048):
-        for data in batch.to_pylist():
-            row += 1
-            yield Record(name, row, None, data)
+    try:
+        for batch in pf.iter_batches(batch_size=2048):
+            try:
+                rows = batch.to_pylist()
+            except Exception:  # a value Python cannot hold (a timestamp past year 9999...): row by row
+                rows = None
+            for i in range(batch.num_rows):
+                row += 1
+                if rows is not None:
+                    data = rows[i]
+                else:
+                    try:
+                        data = batch.slice(i, 1).to_pylist()[0]
+                    except Exception as err:
+                        raw, bad = _arrow_raw(batch.slice(i, 1))
+                        error = RecordError(
+                            f"column {', '.join(map(repr, bad)) or '?'}: value Python cannot hold "
+                            f"({type(err).__name__}: {err})",
+                            file=name,
+                            row=row,
+                        )
+                        yield Record(name, row, None, None, error, raw=raw)
+                        continue
+                if depth > MAX_DEPTH:
+                    error = RecordError(f"nested deeper than {MAX_DEPTH} levels", file=name, row=row)
+                    yield Record(name, row, None, None, error, raw=_raw_text(data))
+                    continue
+                yield Record(name, row, None, data)
+    except RecordError:
+        raise
+    except Exception as err:  # a damaged page mid-file: the rows read so far stand, the file does not
+        raise RecordError(
+            f"cannot read parquet: {type(err).__name__}: {err}", file=name, row=row + 1
+        ) from None
+
+
+def _type_depth(dtype) -> int:
+    """Levels of nesting an Arrow type gives its values (a struct or list adds one)."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(dtype):
+        return 1 + max((_type_depth(dtype.field(i).type) for i in range(dtype.num_fields)), default=0)
+    if pa.types.is_map(dtype):
+        return 2 + max(_type_depth(dtype.key_type), _type_depth(dtype.item_type))
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype) or pa.types.is_fixed_size_list(dtype):
+        return 1 + _type_depth(dtype.value_type)
+    return 0
+
+
+def _arrow_raw(row) -> tuple[str, list[str]]:
+    """A one-row batch as JSON text for the rejects file (values Python cannot hold written as Arrow
+    prints them), and the columns whose values Python cannot hold."""
+    out, bad = {}, []
+    for name, column in zip(row.schema.names, row.columns):
+        try:
+            out[name] = column.to_pylist()[0]
+        except Exception:  # noqa: BLE001 - the value this row is rejected for
+            bad.append(name)
+            try:
+                out[name] = column.cast("string").to_pylist()[0]
+            except Exception:  # noqa: BLE001
+                out[name] = f"<{column.type} value>"
+    return _raw_text(out), bad
 
 
 def _read_csv(path: Path) -> Iterator[Record]:

@@ -186,7 +186,7 @@ def test_parquet_in_and_out(ds, tmp_path):
     normalize_dataset(ds / "gretel.jsonl", out_jsonl, read="mysql", num_proc=1)
     normalize_dataset(ds / "gretel.jsonl", out_parquet, read="mysql", num_proc=1)
     assert pq.read_table(out_parquet).to_pylist() == list(iter_output(out_jsonl))
-    assert rejects_path(out_parquet).name == "b.rejects.jsonl"
+    assert rejects_path(out_parquet).name == "b.parquet.rejects.jsonl"
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
     # parquet as input, normalized again: canonical output is a fixed point
     again = tmp_path / "c.jsonl"
@@ -223,7 +223,7 @@ def test_strict_and_bad_sources(ds, tmp_path):
     with pytest.raises(RecordError, match="unknown record format") as err:
         normalize_dataset(unknown, tmp_path / "y.jsonl", num_proc=1)
     assert str(err.value).startswith(f"{unknown}:1: row 1: unknown record format")
-    assert not (tmp_path / "y.jsonl").exists() and not (tmp_path / "y.rejects.jsonl").exists()
+    assert not (tmp_path / "y.jsonl").exists() and not (tmp_path / "y.jsonl.rejects.jsonl").exists()
     with pytest.raises(ConfigError, match="must end in .jsonl or .parquet"):
         normalize_dataset(ds / "gretel.jsonl", tmp_path / "out.csv")
     with pytest.raises(ConfigError, match="--read: unknown SQL dialect 'mysqll'"):

@@ -28,7 +28,7 @@ def test_normalize_gretel_file(ds, tmp_path):
     assert "dropped from the distinct schemas: INSERT 2" in stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 4 and all(r["dialect"] == "postgres" for r in rows)
-    assert (tmp_path / "clean.rejects.jsonl").read_text() == ""
+    assert (tmp_path / "clean.jsonl.rejects.jsonl").read_text() == ""
 
 
 def test_spider_csv_with_schema_dir_and_custom_rejects(ds, tmp_path):
@@ -46,7 +46,7 @@ def test_strict_exits_1_after_writing(ds, tmp_path):
     code, _, stderr = run(ds / "broken.jsonl", "--read", "mysql", "--strict", "-o", out, "--num-proc", "1")
     assert code == 1
     assert (
-        f"error: {ds / 'broken.jsonl'}: 6 rows rejected (--strict); reasons in {tmp_path / 'clean.rejects.jsonl'}"
+        f"error: {ds / 'broken.jsonl'}: 6 rows rejected (--strict); reasons in {tmp_path / 'clean.jsonl.rejects.jsonl'}"
         in stderr
     )
     assert "Traceback" not in stderr and out.exists()

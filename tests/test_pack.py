@@ -291,7 +291,7 @@ def test_refuses_to_replace_a_directory_that_is_not_a_pack(dataset, tmp_path, to
     precious = tmp_path / "notes"
     precious.mkdir()
     (precious / "todo.txt").write_text("keep me")
-    with pytest.raises(ConfigError, match="not a shard directory"):
+    with pytest.raises(ConfigError, match="not a hive shard directory"):
         pack(dataset[0], precious, tok_dir)
     assert (precious / "todo.txt").read_text() == "keep me"
 

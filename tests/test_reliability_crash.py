@@ -392,7 +392,10 @@ def normalize_case(tmp_path_factory):
     res = run_cli(normalize_args(older, old_dir / "clean.jsonl"))
     assert res.returncode == 0, res.stderr
     reference = tree_bytes(ref_dir)
-    assert set(reference) == {"clean.jsonl", "clean.rejects.jsonl"} and reference["clean.rejects.jsonl"]
+    assert (
+        set(reference) == {"clean.jsonl", "clean.jsonl.rejects.jsonl"}
+        and reference["clean.jsonl.rejects.jsonl"]
+    )
     return src, reference, tree_bytes(old_dir)
 
 
@@ -411,7 +414,7 @@ def seed_old(directory: Path, old: dict[str, bytes]) -> None:
 NORMALIZE_PHASES = [
     ("read", ""),
     ("work", ""),
-    ("rename", "clean.rejects.jsonl"),
+    ("rename", "clean.jsonl.rejects.jsonl"),
     ("rename", "clean.jsonl"),
 ]
 

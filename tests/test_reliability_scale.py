@@ -45,7 +45,7 @@ def test_200k_rows_normalize_and_pack_with_bounded_memory(tmp_path):
     assert norm["maxrss"] < RSS_LIMIT
     # streaming: far less memory than the input holds (a whole-file load alone would exceed it)
     assert norm["maxrss"] < src.stat().st_size, (norm["maxrss"], src.stat().st_size)
-    rejects = tmp_path / "clean.rejects.jsonl"
+    rejects = tmp_path / "clean.jsonl.rejects.jsonl"
     out_rows = sum(1 for _ in open(clean, encoding="utf-8"))
     rejected = sum(1 for _ in open(rejects, encoding="utf-8"))
     assert out_rows + rejected <= ROWS and rejected >= ROWS // 100  # the generator breaks 1% of the rows

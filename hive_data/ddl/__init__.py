@@ -74,11 +74,17 @@ def normalize_ddl(
     if not schema.tables:
         raise DDLError("no CREATE TABLE statement found", file=source)
     ctx = Context(read=read, target=target, source=source)
-    for rule in RULES:
-        schema = rule(schema, ctx)
-    data = [_data_sql(tree, schema, target) for tree in built.data]
+    try:  # the rules and the printer walk expression trees recursively
+        for rule in RULES:
+            schema = rule(schema, ctx)
+        data = [_data_sql(tree, schema, target) for tree in built.data]
+        printed = print_schema(schema, target)
+    except RecursionError:
+        raise DDLError(
+            "an expression is nested too deeply to rewrite (thousands of levels)", file=source
+        ) from None
     return DDLResult(
-        text=print_schema(schema, target),
+        text=printed,
         read=read,
         tables=[str(t.name) for t in schema.tables],
         dropped=built.dropped,

@@ -131,6 +131,11 @@ def build_schema(
                 b.statement(stmt)
             except DDLError:
                 raise
+            except RecursionError:  # sqlglot parses and walks trees recursively
+                raise b.error(
+                    "statement nested too deeply to parse (parentheses or subqueries thousands of levels deep)",
+                    stmt,
+                ) from None
             except (SqlglotError, AttributeError, TypeError, ValueError, IndexError, KeyError) as err:
                 # a tree shape this module does not know: refuse it where it is, never guess
                 raise b.error(
