@@ -520,7 +520,7 @@ def test_normalize_explain_leaves_no_postgres_behind(normalize_case, tmp_path, h
         wait_paused(proc, mark)
         ours = pg_dirs() - before
         assert len(ours) == 1, ours
-        pid = int((next(iter(ours)) / "postmaster.pid").read_text().split()[0])
+        pid = int((next(iter(ours)) / "data" / "postmaster.pid").read_text().split()[0])
         if how == "sigkill":
             sigkill_main(proc)
         else:
