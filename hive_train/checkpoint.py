@@ -79,7 +79,8 @@ def save_checkpoint(
         tensors, opt_json = _optimizer_tensors(optimizer)
         _save(tensors, staging / FILES[1])
         _save(_rng_tensors(), staging / FILES[2])
-        payload = dict(state, step=step, optimizer=opt_json, files=list(FILES))
+        sizes = {name: (staging / name).stat().st_size for name in FILES}
+        payload = dict(state, step=step, optimizer=opt_json, files=list(FILES), sizes=sizes)
         (staging / "state.json").write_text(
             json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
@@ -126,15 +127,65 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
+def recorded_config(run_dir: str | os.PathLike) -> tuple[dict | None, str | None]:
+    """The resolved configuration the newest complete checkpoint of `run_dir` was trained with, and
+    the file it came from; (None, None) when there is no checkpoint. A resume starts from it. Its
+    `tokenizer` is the source the run actually read its tokenizer from."""
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        return None, None
+    state = read_state(path)
+    config = state.get("config")
+    if not isinstance(config, dict):
+        raise TrainError(f"checkpoint state lacks its config; {_DAMAGED}", file=str(path / "state.json"))
+    if state.get("tokenizer_source"):
+        config = dict(config, tokenizer=state["tokenizer_source"])
+    return config, str(path / "state.json")
+
+
 def read_state(path: str | os.PathLike) -> dict:
-    return json.loads((Path(path) / "state.json").read_text(encoding="utf-8"))
+    """`state.json` of a checkpoint; `TrainError` naming the file when it is unreadable or lacks a key."""
+    file = Path(path) / "state.json"
+    try:
+        state = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise TrainError(f"checkpoint state is unreadable ({err}); {_DAMAGED}", file=str(file)) from None
+    missing = [k for k in ("step", "tokens", "optimizer") if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise TrainError(f"checkpoint state lacks {', '.join(missing)}; {_DAMAGED}", file=str(file))
+    return state
+
+
+_DAMAGED = "the checkpoint is damaged: delete its directory to resume from the one before"
+
+
+def _load_tensors(path: Path, state: dict) -> dict[str, torch.Tensor]:
+    """A checkpoint file's tensors; a file cut short or damaged is a `TrainError` naming it."""
+    expected = (state.get("sizes") or {}).get(path.name)
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise TrainError(f"checkpoint file is missing ({err.strerror}); {_DAMAGED}", file=str(path)) from None
+    if expected is not None and size != expected:
+        raise TrainError(
+            f"checkpoint file is truncated or altered ({size} bytes, {expected} written); {_DAMAGED}",
+            file=str(path),
+        )
+    try:
+        return load_file(path)
+    except Exception as err:  # safetensors raises its own SafetensorError for a cut-short file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrainError(f"checkpoint file cannot be read ({first}); {_DAMAGED}", file=str(path)) from None
 
 
 def load_checkpoint(path: str | os.PathLike, model, optimizer) -> dict:
-    """Restore adapter weights, optimizer state and RNG states in place; return `state.json`."""
+    """Restore adapter weights, optimizer state and RNG states in place; return `state.json`.
+
+    A damaged checkpoint (a file cut short, state.json unreadable) is a `TrainError` naming the file.
+    """
     path = Path(path)
     state = read_state(path)
-    weights = load_file(path / FILES[0])
+    weights = _load_tensors(path / FILES[0], state)
     params = trainable_state(model)
     if set(weights) != set(params):
         missing = sorted(set(params) ^ set(weights))[:3]
@@ -148,7 +199,8 @@ def load_checkpoint(path: str | os.PathLike, model, optimizer) -> dict:
             if param.shape != weights[name].shape:
                 raise TrainError(f"checkpoint shape differs for {name}", file=str(path))
             param.copy_(weights[name])
-    tensors = load_file(path / FILES[1])
+    tensors = _load_tensors(path / FILES[1], state)
+    rng = _load_tensors(path / FILES[2], state)
     opt_json = state["optimizer"]
     per_param: dict[int, dict] = {}
     for key, value in tensors.items():
@@ -162,8 +214,12 @@ def load_checkpoint(path: str | os.PathLike, model, optimizer) -> dict:
         if isinstance(group.get("betas"), list):
             group["betas"] = tuple(group["betas"])
         groups.append(group)
-    optimizer.load_state_dict({"state": per_param, "param_groups": groups})
-    rng = load_file(path / FILES[2])
+    try:
+        optimizer.load_state_dict({"state": per_param, "param_groups": groups})
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:
+        raise TrainError(
+            f"checkpoint optimizer state does not fit ({err}); {_DAMAGED}", file=str(path)
+        ) from None
     torch.set_rng_state(rng["torch_cpu"])
     if torch.cuda.is_available():
         cuda_states = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda_")]

@@ -72,8 +72,14 @@ def _free_gib() -> float | None:
 @click.option("--alpha", type=float, help="LoRA/DoRA alpha. [24]")
 @click.option("--dropout", type=float, help="Adapter dropout. [0]")
 @click.option("--target-modules", help="Comma-separated module names. [q/k/v/o_proj,up_proj,down_proj]")
-@click.option("--epochs", type=float, help="Epochs over the train split (fractions allowed). [1]")
-@click.option("--max-steps", type=int, help="Optimizer steps; wins over --epochs.")
+@click.option(
+    "--epochs",
+    type=float,
+    help="Epochs over the train split (fractions allowed); with --resume, more extends the run. [1]",
+)
+@click.option(
+    "--max-steps", type=int, help="Optimizer steps; wins over --epochs; with --resume, more extends the run."
+)
 @click.option("--lr", "learning_rate", type=float, help="Peak learning rate. [2e-4]")
 @click.option("--weight-decay", type=float, help="AdamW weight decay. [0]")
 @click.option("--warmup-ratio", "warmup", type=float, help="Fraction of steps with linear warmup. [0.03]")
@@ -131,7 +137,14 @@ def _free_gib() -> float | None:
     "turns it on, never a recipe.",
 )
 @click.option(
-    "--resume", is_flag=True, help="Continue from the newest complete checkpoint in the run directory."
+    "--resume",
+    is_flag=True,
+    help="Continue from the newest complete checkpoint in the run directory, with the configuration, "
+    "base model and tokenizer the run recorded (flags and --config may restate them, not change them; "
+    "a changed base model is refused). A larger --max-steps or --epochs extends the run, finished or "
+    "not: it continues from the checkpoint's adapter, optimizer and data order, and the learning-rate "
+    "schedule is recomputed for the new total (each step from the resume point on takes the rate the "
+    "new total gives it; steps already taken keep theirs).",
 )
 @click.option("--overwrite", is_flag=True, help="Delete an existing run directory and start over.")
 @click.option(
@@ -175,7 +188,14 @@ def main(shards, output, config_path, resume, overwrite, stop_after, verify, gpu
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     flags = {RENAMES.get(k, k): v for k, v in options.items() if v is not None}
     free = _free_gib() if flags.get("vram") == "auto" else None
-    cfg, notes = resolve_config(config_path, flags, free_gib=free)
+    recorded, recorded_source = None, None
+    if resume:  # the run's own configuration stands in for the defaults (its model, tokenizer, ...)
+        from hive_train.checkpoint import recorded_config
+
+        recorded, recorded_source = recorded_config(output)
+    cfg, notes = resolve_config(
+        config_path, flags, free_gib=free, recorded=recorded, recorded_source=recorded_source
+    )
     try:
         result = train(
             cfg,

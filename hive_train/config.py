@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 
 from hive_data.errors import ConfigError
@@ -74,11 +75,19 @@ class TrainConfig:
     # decoding settings carried into the run directory for inference
     decoding: dict = field(default_factory=lambda: {"temperature": 0.7, "top_p": 0.8, "top_k": 20})
 
-    def validate(self) -> TrainConfig:
-        """Raise `ConfigError` for values no run could use; returns self."""
+    def validate(self, sources: dict[str, dict] | None = None) -> TrainConfig:
+        """Raise `ConfigError` for values no run could use; returns self.
 
-        def bad(name: str, why: str):
-            raise ConfigError(f"{name}: {why} (got {getattr(self, name)!r})")
+        `sources` maps a field name (or `decoding.KEY`) to where its value came from, as `HiveError`
+        location keywords (`{"file": "--lr"}`, or the recipe's file, line and column), so the error
+        names the flag or the recipe line rather than `<input>`.
+        """
+        sources = sources or {}
+
+        def bad(name: str, why: str, value=dataclasses.MISSING):
+            value = getattr(self, name) if value is dataclasses.MISSING else value
+            where = sources.get(name) or sources.get(name.split(".")[0]) or {}
+            raise ConfigError(f"{name} {why} (got {value!r})", **where)
 
         for name, choices in (
             ("adapter", ADAPTERS),
@@ -91,32 +100,51 @@ class TrainConfig:
                 bad(name, f"must be one of {', '.join(choices)}")
         if self.vram is not None and str(self.vram) not in VRAM_TIERS:
             bad("vram", f"must be one of {', '.join(VRAM_TIERS)}")
-        for name in ("rank", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                bad(name, "must be a positive integer")
-        for name in ("eval_every", "save_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                bad(name, "must be an integer >= 0 (0 = only at the end)")
-        for name in ("tokens_per_micro", "tokens_per_step", "max_steps", "seq"):
+        if not isinstance(self.model, str) or not self.model.strip():
+            bad("model", "must be a hub id or a local directory")
+        if self.tokenizer is not None and (not isinstance(self.tokenizer, str) or not self.tokenizer.strip()):
+            bad("tokenizer", "must be a hub id or a local directory")
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            bad("device", "must be auto, cpu, cuda or cuda:N")
+        for name, (low, high) in INT_RANGES.items():
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                bad(name, "must be a positive integer")
-        if not (isinstance(self.epochs, (int, float)) and math.isfinite(self.epochs) and self.epochs > 0):
-            bad("epochs", "must be a positive number")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            bad("lr", "must be a positive number")
-        if not 0 <= self.warmup_ratio < 1:
-            bad("warmup_ratio", "must be in [0, 1)")
-        if not 0 <= self.dropout < 1:
-            bad("dropout", "must be in [0, 1)")
-        if not 0 <= self.min_lr_ratio <= 1:
-            bad("min_lr_ratio", "must be in [0, 1]")
-        if self.max_grad_norm is not None and self.max_grad_norm < 0:
-            bad("max_grad_norm", "must be >= 0 (0 = no clipping)")
-        if not self.target_modules or not all(isinstance(m, str) for m in self.target_modules):
+            if value is None and name in OPTIONAL_INTS:
+                continue
+            if not _is_int(value) or not low <= value <= high:
+                bad(name, f"must be an integer in [{low}, {high}]")
+        for name, (low, high, low_open, high_open) in FLOAT_RANGES.items():
+            value = getattr(self, name)
+            if value is None and name == "max_grad_norm":  # library callers: None = no clipping
+                continue
+            if (
+                not _is_number(value)
+                or value < low
+                or value > high
+                or (low_open and value == low)
+                or (high_open and value == high)
+            ):
+                interval = f"{'(' if low_open else '['}{_num(low)}, {_num(high)}{')' if high_open else ']'}"
+                bad(name, f"must be a number in {interval}{FLOAT_NOTES.get(name, '')}")
+        if (
+            not isinstance(self.target_modules, list)
+            or not self.target_modules
+            or not all(isinstance(m, str) and re.fullmatch(r"[\w.\-]+", m) for m in self.target_modules)
+        ):
             bad("target_modules", "must be a non-empty list of module names")
+        for name in ("gradient_checkpointing", "compile", "fast", "keep_4bit", "trust_remote_code"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, "must be true or false")
+        if self.cuda_graphs is not None and not isinstance(self.cuda_graphs, bool):
+            bad("cuda_graphs", "must be true, false or unset")
         if not isinstance(self.decoding, dict):
             bad("decoding", "must be a mapping (temperature, top_p, top_k, ...)")
+        for key, value in self.decoding.items():
+            name = f"decoding.{key}"
+            if key not in DECODING_RANGES:
+                bad(name, f"is not a decoding setting (known: {', '.join(DECODING_RANGES)})", value)
+            check, why = DECODING_RANGES[key]
+            if not check(value):
+                bad(name, f"must be {why}", value)
         return self
 
     def to_dict(self) -> dict:
@@ -124,6 +152,62 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+# Ranges every run is held to (`TrainConfig.validate`). The upper bounds are far beyond any useful
+# value and keep an absurd one (a typo, 1e30) from running: lr > 1 moves each adapter weight by
+# about 1 per AdamW step, and DoRA's normalisation keeps the loss finite however large the adapter
+# grows, so such a run would otherwise finish with garbage weights.
+INT_RANGES = {
+    "rank": (1, 4096),
+    "batch_size": (1, 1_000_000),
+    "grad_accum": (1, 1_000_000),
+    "log_every": (1, 10**9),
+    "keep_checkpoints": (1, 10**6),
+    "eval_every": (0, 10**9),
+    "save_every": (0, 10**9),
+    "tokens_per_micro": (1, 10**9),
+    "tokens_per_step": (1, 10**12),
+    "max_steps": (1, 10_000_000),
+    "seq": (1, 10**7),
+    "seed": (0, 2**32 - 1),
+}
+OPTIONAL_INTS = ("tokens_per_micro", "tokens_per_step", "max_steps", "seq")
+# name -> (low, high, low excluded, high excluded)
+FLOAT_RANGES = {
+    "alpha": (0.0, 1e6, True, False),
+    "dropout": (0.0, 1.0, False, True),
+    "epochs": (0.0, 10_000.0, True, False),
+    "lr": (0.0, 1.0, True, False),
+    "weight_decay": (0.0, 1.0, False, False),
+    "warmup_ratio": (0.0, 1.0, False, True),
+    "min_lr_ratio": (0.0, 1.0, False, False),
+    "max_grad_norm": (0.0, 1e9, False, False),
+}
+FLOAT_NOTES = {"max_grad_norm": " (0 = no clipping)"}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+# decoding key -> (check, what it must be): what `generation_config.json` may carry
+DECODING_RANGES = {
+    "temperature": (lambda v: _is_number(v) and 0 <= v <= 100, "a number in [0, 100] (0 = greedy)"),
+    "top_p": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "top_k": (lambda v: _is_int(v) and 0 <= v <= 10**6, "an integer in [0, 1000000] (0 = off)"),
+    "min_p": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "repetition_penalty": (lambda v: _is_number(v) and 0 < v <= 100, "a number in (0, 100]"),
+    "max_new_tokens": (lambda v: _is_int(v) and 1 <= v <= 10**7, "an integer in [1, 10000000]"),
+    "do_sample": (lambda v: isinstance(v, bool), "true or false"),
+}
 
 
 def field_kind(name: str) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -27,7 +26,17 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from hive_data.atomic import atomic_file, commit_dir, new_staging_dir, remove_stale
+from hive_data.atomic import (
+    Layout,
+    atomic_file,
+    check_replaceable,
+    check_separate,
+    clear_dir,
+    commit_dir,
+    new_staging_dir,
+    remove_stale,
+    write_marker,
+)
 from hive_data.errors import ConfigError, TrainError
 from hive_data.shards import open_shards
 from hive_train import attention, checkpoint, distributed
@@ -51,6 +60,7 @@ from hive_train.model import (
     has_tokenizer_files,
     load_model,
     load_tokenizer,
+    model_fingerprint,
     read_model_info,
     save_adapter,
     tokenizer_sha256,
@@ -68,7 +78,14 @@ RESUMABLE_CHANGES = {
     "cuda_graphs",
     "attention",
     "trust_remote_code",  # a permission, not part of the math
+    "tokenizer",  # where it is read from: its content is checked against the shards' manifest
 }
+# Config fields a resume may raise, extending the run (`hive-train --help`, --resume). The
+# learning-rate schedule is recomputed for the new total: every step from the resume point on takes
+# the rate the new total's schedule gives it (`lr_at(step, new_total)`); steps already taken keep
+# theirs. The data order is a prefix property of the seed, so the extension sees the rows a run
+# started with the new total would have seen at those steps.
+EXTENDABLE = {"max_steps", "epochs"}
 
 
 @dataclass
@@ -182,7 +199,44 @@ def _versions() -> dict:
     }
 
 
-def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+def _legacy_run(path: Path) -> bool:
+    """A run directory of a hive that wrote no ownership marker: its config.yaml is hive-train's
+    resolved config (a mapping with `train` and `shards` sections)."""
+    try:
+        with open(path / "config.yaml", encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("train"), dict) and "shards" in data
+
+
+# What hive-train writes at the top level of a run directory: a new entry written there must be
+# added here, or `--overwrite` refuses to delete such a run directory.
+RUN_LAYOUT = Layout(
+    kind="run",
+    names=(
+        "config.yaml",
+        "tokenizer",
+        "generation_config.json",
+        "metrics.jsonl",
+        "loss.png",
+        "report.md",
+        "adapter",
+        checkpoint.CHECKPOINTS,
+    ),
+    legacy=_legacy_run,
+)
+
+
+def _prepare_run_dir(out: Path, resume: bool, overwrite: bool, shards_dir: str | Path | None = None) -> None:
+    """Make `out` the run directory. Missing or empty: created, with hive's ownership marker
+    (`.hive-owned`, kind "run"). Holding something: kept as it is with `resume`; refused without
+    `overwrite`; with `overwrite` emptied only when it is hive's run directory (`RUN_LAYOUT`: the
+    marker, or an older hive's config.yaml, and no top-level entry hive-train does not write),
+    otherwise refused with `ConfigError` and left intact. The run directory must not be, hold or lie
+    inside `shards_dir`. Everything is checked before anything is deleted or written."""
+    if shards_dir is not None:
+        check_separate(out, [shards_dir], what="run directory", input_noun="shards directory")
     existing = out.is_dir() and any(out.iterdir())
     if resume:
         return
@@ -192,8 +246,10 @@ def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
             file=str(out),
         )
     if existing:
-        shutil.rmtree(out)
+        check_replaceable(out, RUN_LAYOUT, "delete")
+        clear_dir(out)
     out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, RUN_LAYOUT.kind)
 
 
 def _autocast(device: torch.device, dtype: torch.dtype):
@@ -270,8 +326,10 @@ def _train(
 
     # Every rank runs the same checks; bad input is reported once, by rank 0 (`agreed`).
     with distributed.agreed():
+        # the model's config only (no weights): every token id is checked against its embeddings too
+        info = read_model_info(cfg.model, trust_remote_code=cfg.trust_remote_code)
         # rank 0 hashes the shards; the others check sizes (the same files; `agreed` stops them all)
-        shards = open_shards(shards_dir, verify=verify if main else "size")
+        shards = open_shards(shards_dir, verify=verify if main else "size", model_vocab=info.vocab_size)
         mark("shards_opened")
         manifest_path = str(Path(shards_dir) / "manifest.json")
         if cfg.seq is not None and cfg.seq != shards.seq:
@@ -286,7 +344,6 @@ def _train(
         train_rows = RowTable.from_arrow(shards.split("train"))
         val_rows = RowTable.from_arrow(shards.split("val")) if shards.split("val") is not None else None
         max_id = max(int(t.ids.max()) for t in (train_rows, val_rows) if t is not None and len(t.ids))
-        info = read_model_info(cfg.model, trust_remote_code=cfg.trust_remote_code)
         tok_meta = shards.manifest.get("tokenizer") or {}
         tokenizer_source, tokenizer = _find_tokenizer(cfg, tok_meta)
         for note in check_fit(
@@ -314,10 +371,14 @@ def _train(
         )
         # ---- run directory: rank 0 prepares it; the other ranks only read checkpoints from it
         resolved = cfg.to_dict()
+        base_model = None  # the base weights' fingerprint (rank 0 records and checks it)
         if main:
-            _prepare_run_dir(out, resume, overwrite)
+            base_model = model_fingerprint(cfg.model)
+            _prepare_run_dir(out, resume, overwrite, shards_dir)
             checkpoint.clean_staging(out)
-            _find_resume(out, resume, resolved, shards.manifest_sha256)  # before anything is rewritten
+            _find_resume(  # before anything is rewritten
+                out, resume, resolved, shards.manifest_sha256, schedule.total_steps, base_model
+            )
     total_steps = schedule.total_steps
     resume_from = checkpoint.latest_checkpoint(out) if resume else None
     shards_info = {
@@ -331,13 +392,7 @@ def _train(
     }
     # ---- resolved config and tokenizer first, so a failed run still says what it was
     if main:
-        with atomic_file(out / "config.yaml") as fh:
-            fh.write("# resolved by hive-train; `--config` reads the train section back\n")
-            yaml.safe_dump(
-                {"train": resolved, "shards": shards_info, "versions": _versions(), "world_size": world},
-                fh,
-                sort_keys=False,
-            )
+        _write_run_config(out, resolved, shards_info, world, base_model)
         if not (out / "tokenizer").is_dir():
             staging = new_staging_dir(out / "tokenizer")
             tokenizer.save_pretrained(str(staging))
@@ -359,6 +414,11 @@ def _train(
         raise TrainError(oom_message(0, cfg.vram, _gpu_total(device))) from None
     model.train()
     mark("model_loaded")
+    if main and base_model is None:  # a hub id downloaded just now: fingerprint its snapshot
+        base_model = model_fingerprint(cfg.model)
+        if resume_from is not None:  # (re)downloaded for a resume: it must still be the same weights
+            _check_base_model(checkpoint.read_state(resume_from), base_model, resume_from)
+        _write_run_config(out, resolved, shards_info, world, base_model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda" or None
@@ -525,6 +585,8 @@ def _train(
                             "scheduler": _scheduler_state(cfg, total_steps, done),
                             "loss": loss,
                             "world_size": world,  # for the record: a resume may use another
+                            "base_model": base_model,  # a resume refuses changed base weights
+                            "tokenizer_source": _source_path(tokenizer_source),  # a resume reads it
                         },
                         keep=cfg.keep_checkpoints,
                     )
@@ -599,11 +661,33 @@ def _graphed(graphed: GraphedStep, batches, loss_tokens: int, log):
         return None, None
 
 
+def _source_path(source: str) -> str:
+    """A local directory as an absolute path (a resume may start elsewhere); a hub id as it is."""
+    return str(Path(source).resolve()) if Path(source).is_dir() else source
+
+
+def _write_run_config(out: Path, resolved: dict, shards_info: dict, world: int, base_model) -> None:
+    with atomic_file(out / "config.yaml") as fh:
+        fh.write("# resolved by hive-train; `--config` reads the train section back\n")
+        yaml.safe_dump(
+            {
+                "train": resolved,
+                "shards": shards_info,
+                "versions": _versions(),
+                "world_size": world,
+                "base_model": base_model,
+            },
+            fh,
+            sort_keys=False,
+        )
+
+
 def _find_tokenizer(cfg: TrainConfig, tok_meta: dict):
-    """`--tokenizer`; else the one the shards name when it is a local directory; else the model's
-    own directory; else the named one as a hub id. Whichever it is, its vocabulary, special ids and
-    content are then checked against the manifest. (The manifest may name a path relative to
-    where `pack` ran, which does not resolve from here.)"""
+    """`--tokenizer` (on a resume: the source the run recorded); else the one the shards name when
+    it is a local directory; else the model's own directory; else the named one as a hub id.
+    Whichever it is, its vocabulary, special ids and content are then checked against the
+    manifest. (The manifest may name a path relative to where `pack` ran, which does not resolve
+    from here.)"""
     if cfg.tokenizer:
         return cfg.tokenizer, load_tokenizer(cfg.tokenizer, trust_remote_code=cfg.trust_remote_code)
     named = tok_meta.get("name_or_path")
@@ -644,32 +728,69 @@ def _scheduler_state(cfg: TrainConfig, total: int, done: int) -> dict:
     }
 
 
-def _find_resume(out: Path, resume: bool, resolved: dict, manifest_sha256: str) -> Path | None:
-    """The checkpoint to resume from (checked against this run's config and shards), or None."""
+def _find_resume(
+    out: Path,
+    resume: bool,
+    resolved: dict,
+    manifest_sha256: str,
+    total_steps: int | None = None,
+    base_model: dict | None = None,
+) -> Path | None:
+    """The checkpoint to resume from (checked against this run's config, shards, total steps and
+    base weights), or None."""
     if not resume:
         return None
     path = checkpoint.latest_checkpoint(out)
     if path is None:
         raise TrainError("nothing to resume: no complete checkpoint in the run directory", file=str(out))
-    _check_resume(checkpoint.read_state(path), resolved, manifest_sha256, path)
+    _check_resume(checkpoint.read_state(path), resolved, manifest_sha256, path, total_steps, base_model)
     return path
 
 
-def _check_resume(state: dict, resolved: dict, manifest_sha256: str, path: Path) -> None:
+def _check_resume(
+    state: dict,
+    resolved: dict,
+    manifest_sha256: str,
+    path: Path,
+    total_steps: int | None = None,
+    base_model: dict | None = None,
+) -> None:
     if state.get("manifest_sha256") != manifest_sha256:
         raise TrainError(
             "the shards differ from those this run was trained on (manifest sha256)", file=str(path)
+        )
+    _check_base_model(state, base_model, path)
+    if total_steps is not None and total_steps < state["step"]:
+        raise TrainError(
+            f"this run already took {state['step']} steps; --max-steps/--epochs give only {total_steps} "
+            "(a resume may extend a run, not shorten it)",
+            file=str(path),
         )
     before = state.get("config", {})
     # a key the checkpoint predates counts as its default: older runs stay resumable
     defaults = TrainConfig().to_dict()
     changed = sorted(
-        k for k in resolved if k not in RESUMABLE_CHANGES and before.get(k, defaults.get(k)) != resolved[k]
+        k
+        for k in resolved
+        if k not in RESUMABLE_CHANGES | EXTENDABLE and before.get(k, defaults.get(k)) != resolved[k]
     )
     if changed:
         raise TrainError(
             f"cannot resume with a different configuration ({', '.join(changed)} changed); "
             "resume with the original settings or start a new run",
+            file=str(path),
+        )
+
+
+def _check_base_model(state: dict, base_model: dict | None, path: Path) -> None:
+    """Refuse a resume whose base weights differ from those the checkpoint was trained on (when
+    both fingerprints are known: checkpoints from before fingerprints are not checked)."""
+    recorded = state.get("base_model")
+    if recorded and base_model and recorded.get("sha256") != base_model.get("sha256"):
+        raise TrainError(
+            f"the base model's weights changed since this run started ({recorded.get('name')}: "
+            f"fingerprint {str(recorded.get('sha256'))[:12]}, now {base_model['sha256'][:12]}); "
+            "resume against the original weights or start a new run",
             file=str(path),
         )
 

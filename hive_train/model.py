@@ -9,12 +9,16 @@ compute dtype; bf16 comes from autocast on CUDA.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
+import socket
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -55,15 +59,90 @@ def _remote_code_refused(err: Exception) -> bool:
     return "trust_remote_code" in str(err)
 
 
+# ---- the hub: fail fast when it cannot be reached ----------------------------------------------
+# Offline, transformers retries the hub for half a minute or more before it says a file is not
+# cached. A hub id that is not a local directory is therefore first looked up in the local cache
+# only; the network is tried only when HF_HUB_OFFLINE is unset and a short connection probe to the
+# hub (or the proxy) succeeds.
+HUB_PROBE_TIMEOUT_S = 1.5
+_hub_state: dict[str, bool] = {}
+
+
+def _hub_address() -> tuple[str, int]:
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        if os.environ.get(var):
+            url = urlparse(os.environ[var] if "://" in os.environ[var] else f"http://{os.environ[var]}")
+            return url.hostname or "", url.port or 80
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    return url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+
+
+def hub_offline() -> bool:
+    """True when the hub cannot be used: HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set, or a
+    TCP connection to the hub's host (or the HTTPS proxy) does not open within
+    `HUB_PROBE_TIMEOUT_S`. Probed once per process."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return True
+    if "offline" not in _hub_state:
+        host, port = _hub_address()
+        reached: list[bool] = []
+
+        def probe() -> None:
+            try:
+                socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+                reached.append(True)
+            except OSError:
+                pass
+
+        thread = threading.Thread(target=probe, daemon=True)  # name resolution ignores socket timeouts
+        thread.start()
+        thread.join(HUB_PROBE_TIMEOUT_S)
+        _hub_state["offline"] = not reached
+    return _hub_state["offline"]
+
+
+def is_hub_id(name: str) -> bool:
+    """A name that is not a local path and reads as `org/name` or `name`."""
+    return (
+        not Path(name).exists()
+        and not name.startswith((".", "/", "~"))
+        and name.count("/") <= 1
+        and "\\" not in name
+    )
+
+
+def _hub_kwargs(name: str) -> dict:
+    """`local_files_only=True` for a hub id while the hub cannot be reached."""
+    return {"local_files_only": True} if is_hub_id(name) and hub_offline() else {}
+
+
+def _not_found(name: str, what: str) -> TrainError | None:
+    """The one-line error for a `what` (model, tokenizer) that is neither local nor reachable."""
+    if not Path(name).exists() and not is_hub_id(name):
+        return TrainError(f"cannot load {what}: no such directory", file=name)
+    if is_hub_id(name) and hub_offline():
+        return TrainError(
+            f"cannot load {what}: not a local directory, not in the hub cache, and the hub cannot be "
+            f"reached (offline); download it while online (`hf download {name}`) or pass a local "
+            "directory",
+            file=name,
+        )
+    return None
+
+
 def read_model_info(name: str, trust_remote_code: bool = False) -> ModelInfo:
     """Passing `trust_remote_code=False` explicitly also keeps transformers from asking on stdin."""
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **_hub_kwargs(name))
     except (OSError, ValueError) as err:
         if _remote_code_refused(err):
             raise TrainError(f"model {REMOTE_CODE}", file=name) from None
+        missing = _not_found(name, "model config")
+        if missing is not None:
+            raise missing from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise TrainError(f"cannot load model config ({first})", file=name) from None
     config = getattr(config, "text_config", None) or config
@@ -169,12 +248,84 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
     if Path(source).is_dir() and not has_tokenizer_files(source):
         raise TrainError("no tokenizer files in this directory", file=source)
     try:
-        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(
+            source, trust_remote_code=trust_remote_code, **_hub_kwargs(source)
+        )
     except Exception as err:  # a damaged tokenizer.json raises the tokenizers library's bare Exception
         if _remote_code_refused(err):
             raise TrainError(f"tokenizer {REMOTE_CODE}", file=source) from None
+        missing = _not_found(source, "tokenizer")
+        if missing is not None:
+            raise missing from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise TrainError(f"cannot load tokenizer ({first})", file=source) from None
+
+
+# ---- the base model's fingerprint ------------------------------------------------------------
+WEIGHT_FILES = ("config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin")
+FULL_HASH_BYTES = 64 * 2**20  # files up to this size are hashed whole
+SAMPLES, SAMPLE_BYTES = 16, 64 * 2**10  # larger ones: header + sizes + evenly spaced samples
+
+
+def _model_directory(name: str) -> Path | None:
+    """The local directory holding `name`'s files: itself, or the hub cache's snapshot of it."""
+    if Path(name).is_dir():
+        return Path(name)
+    if not is_hub_id(name):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # not cached (yet): the caller fingerprints after the download
+        return None
+
+
+def _hash_file(digest, path: Path, size: int) -> None:
+    with open(path, "rb") as fh:
+        if size <= FULL_HASH_BYTES:
+            for chunk in iter(lambda: fh.read(2**20), b""):
+                digest.update(chunk)
+            return
+        if path.suffix == ".safetensors":  # the header names every tensor, its dtype, shape, offsets
+            head = fh.read(8)
+            digest.update(head)
+            digest.update(fh.read(min(int.from_bytes(head, "little"), size)))
+        for index in range(SAMPLES):
+            fh.seek((size - SAMPLE_BYTES) * index // (SAMPLES - 1))
+            digest.update(fh.read(SAMPLE_BYTES))
+
+
+def model_fingerprint(name: str) -> dict | None:
+    """What identifies the base weights at `name` (a directory, or a hub id's cached snapshot):
+    sha256 over the config, the safetensors index and every weight file's name, size and content
+    (whole up to 64 MiB; beyond, its safetensors header and 16 evenly spaced 64 KiB samples, so a
+    0.6B model costs milliseconds). Modification times play no part. None when nothing is local."""
+    directory = _model_directory(name)
+    if directory is None:
+        return None
+    files = sorted({f for pattern in WEIGHT_FILES for f in directory.glob(pattern) if f.is_file()})
+    if not any(f.name != "config.json" for f in files):
+        return None
+    digest = hashlib.sha256()
+    total = 0
+    try:
+        for path in files:
+            size = path.stat().st_size
+            total += size
+            digest.update(f"{path.name}\0{size}\0".encode())
+            _hash_file(digest, path, size)
+    except OSError as err:
+        raise TrainError(
+            f"cannot read the base model ({err.strerror})", file=str(err.filename or name)
+        ) from None
+    return {
+        "name": name,
+        "path": str(directory.resolve()),
+        "files": len(files),
+        "bytes": total,
+        "sha256": digest.hexdigest(),
+    }
 
 
 def compute_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
@@ -226,10 +377,13 @@ def load_base(cfg: TrainConfig, device: torch.device, dtype: torch.dtype):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = AutoModelForCausalLM.from_pretrained(cfg.model, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(cfg.model, **kwargs, **_hub_kwargs(cfg.model))
     except (OSError, ValueError) as err:
         if _remote_code_refused(err):
             raise TrainError(f"model {REMOTE_CODE}", file=cfg.model) from None
+        missing = _not_found(cfg.model, "model")
+        if missing is not None:
+            raise missing from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise TrainError(f"cannot load model ({first})", file=cfg.model) from None
     if model.config._attn_implementation != attention.NAME:  # never silently eager

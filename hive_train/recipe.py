@@ -1,7 +1,8 @@
 """Fill a `TrainConfig` from a recipe's `train` section or a hivellm expert manifest, then flags.
 
-Precedence, lowest first: `TrainConfig` defaults, the `--config` file, the `--vram` preset (for the
-fields it governs), explicit CLI flags. A YAML recipe's unknown key is an error naming file, line
+Precedence, lowest first: `TrainConfig` defaults, the configuration a resumed run recorded, the
+`--config` file, the `--vram` preset (for the fields it governs), explicit CLI flags. Every value
+remembers where it came from (the flag, or file:line:col of the recipe), and range errors name it. A YAML recipe's unknown key is an error naming file, line
 and column; a hivellm `manifest.json` (schema 2.0) is someone else's format, so its keys outside
 `training.config`'s known list only warn, once each.
 """
@@ -92,15 +93,31 @@ def coerce(name: str, value, where: dict | None = None):
 
 def load_yaml_train(path: str | os.PathLike) -> dict:
     """The `train` section of a recipe as TrainConfig values (unknown keys are located errors)."""
+    return _load_yaml_train(path)[0]
+
+
+def _load_yaml_train(path: str | os.PathLike) -> tuple[dict, dict]:
+    """(values, sources): sources map each field (and `decoding.KEY`) to its file, line and column."""
     recipe = load_recipe(path)
     check_keys(recipe, "train", FIELDS)
-    return {
-        key: coerce(key, value, recipe.where("train", key)) for key, value in recipe.section("train").items()
-    }
+    values, sources = {}, {}
+    for key, value in recipe.section("train").items():
+        sources[key] = recipe.where("train", key)
+        values[key] = coerce(key, value, sources[key])
+        if key == "decoding":
+            for sub in values[key]:
+                where = recipe.where("train", f"decoding.{sub}")
+                sources[f"decoding.{sub}"] = where if where["line"] is not None else sources[key]
+    return values, sources
 
 
 def load_hivellm_manifest(path: str | os.PathLike) -> tuple[dict, list[str]]:
     """TrainConfig values from a hivellm expert manifest (schema 2.0) and one warning per ignored key."""
+    values, warnings, _ = _load_hivellm_manifest(path)
+    return values, warnings
+
+
+def _load_hivellm_manifest(path: str | os.PathLike) -> tuple[dict, list[str], dict]:
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -122,6 +139,7 @@ def load_hivellm_manifest(path: str | os.PathLike) -> tuple[dict, list[str]]:
     if not isinstance(config, dict):
         raise ConfigError("training.config must be an object", file=str(path))
     values: dict = {}
+    sources: dict = {}
     warnings: list[str] = []
     for key, value in config.items():
         if key.startswith("_"):  # their convention for comments
@@ -130,7 +148,8 @@ def load_hivellm_manifest(path: str | os.PathLike) -> tuple[dict, list[str]]:
             field_name = MANIFEST_KEYS[key]
             if field_name == "adapter" and isinstance(value, str):
                 value = value.lower()
-            values[field_name] = coerce(field_name, value, {"file": f"{path}: training.config.{key}"})
+            sources[field_name] = {"file": f"{path}: training.config.{key}"}
+            values[field_name] = coerce(field_name, value, sources[field_name])
         else:
             warnings.append(f"{path}: training.config.{key} is ignored by hive-train")
     decoding = training.get("decoding")
@@ -138,17 +157,26 @@ def load_hivellm_manifest(path: str | os.PathLike) -> tuple[dict, list[str]]:
         kept = {k: v for k, v in decoding.items() if k in DECODING_KEYS}
         if kept:
             values["decoding"] = kept
+            sources["decoding"] = {"file": f"{path}: training.decoding"}
+            for key in kept:
+                sources[f"decoding.{key}"] = {"file": f"{path}: training.decoding.{key}"}
         for key in decoding:
             if not key.startswith("_") and key not in DECODING_KEYS:
                 warnings.append(f"{path}: training.decoding.{key} is ignored by hive-train")
-    return values, warnings
+    return values, warnings, sources
 
 
 def load_config_file(path: str | os.PathLike) -> tuple[dict, list[str]]:
     """Values and warnings from `--config`: a YAML recipe, or a hivellm `manifest.json`."""
+    values, warnings, _ = _load_config_file(path)
+    return values, warnings
+
+
+def _load_config_file(path: str | os.PathLike) -> tuple[dict, list[str], dict]:
     if str(path).endswith(".json"):
-        return load_hivellm_manifest(path)
-    return load_yaml_train(path), []
+        return _load_hivellm_manifest(path)
+    values, sources = _load_yaml_train(path)
+    return values, [], sources
 
 
 def resolve_config(
@@ -156,32 +184,60 @@ def resolve_config(
     flags: dict,
     *,
     free_gib: float | None = None,
+    recorded: dict | None = None,
+    recorded_source: str | None = None,
 ) -> tuple[TrainConfig, list[str]]:
-    """Defaults <- config file <- `--vram` preset <- explicit flags; validated.
+    """Defaults <- `recorded` <- config file <- `--vram` preset <- explicit flags; validated.
 
     `flags` holds only options the user actually gave (name -> value, TrainConfig field names).
-    `free_gib` is the free GPU memory, used by `--vram auto`. Returns the config and notes/warnings.
+    `recorded` is the resolved configuration of the run being resumed (read from
+    `recorded_source`): it stands in for the defaults, so a resume without `--model` uses the
+    model the run was trained with. `free_gib` is the free GPU memory, used by `--vram auto`.
+    Returns the config and notes/warnings. Range errors name the flag or the file (and line) the
+    value came from.
     """
     values: dict = {}
+    sources: dict = {}
     notes: list[str] = []
+    if recorded:
+        where = {"file": recorded_source} if recorded_source else {}
+        for key, value in recorded.items():
+            if key in FIELDS:
+                sources[key] = where
+                values[key] = coerce(key, value, where)
     if config_path is not None:
-        values, notes = load_config_file(config_path)
-        if values.get("trust_remote_code"):  # a permission only the person at the command line gives
+        file_values, notes, file_sources = _load_config_file(config_path)
+        if file_values.get("trust_remote_code"):  # a permission only the person at the command line gives
             raise ConfigError(
                 "trust_remote_code cannot be set by a config file; pass --trust-remote-code",
-                file=str(config_path),
+                **file_sources.get("trust_remote_code", {"file": str(config_path)}),
             )
+        file_values.pop("trust_remote_code", None)  # a recorded `false` reads back as the default
+        values.update(file_values)
+        sources.update(file_sources)
     for key, value in flags.items():
         if key not in FIELDS:
             raise ConfigError(f"unknown option {key!r}")
-        values[key] = coerce(key, value, {"file": f"--{key.replace('_', '-')}"})
+        sources[key] = {"file": f"--{key.replace('_', '-')}"}
+        values[key] = coerce(key, value, sources[key])
+        if key == "decoding":
+            sources.update({f"decoding.{sub}": sources[key] for sub in values[key]})
+    if "trust_remote_code" not in flags:
+        values.pop("trust_remote_code", None)  # never carried over from a recorded run either
     cfg = TrainConfig(**values)
     if cfg.vram is not None:
         tier = auto_vram_tier(free_gib) if cfg.vram == "auto" else cfg.vram
         if tier is None:
             notes.append("--vram auto: no GPU found, no preset applied")
         else:
-            cfg, changed = apply_vram_preset(cfg, tier, explicit=set(flags))
+            # a recorded run's values are already the preset's result: the preset leaves them alone
+            explicit = set(flags) | set(recorded or {})
+            cfg, changed = apply_vram_preset(cfg, tier, explicit=explicit)
             cfg.vram = tier
             notes.append(f"--vram {tier}: " + (", ".join(changed) if changed else "recipe already fits"))
-    return cfg.validate(), notes
+    try:
+        cfg.validate(sources)
+    except ConfigError as err:
+        # a value the --vram preset set is named by the --vram flag (or where the vram came from)
+        raise err.with_location(**sources.get("vram", {})) from None
+    return cfg, notes

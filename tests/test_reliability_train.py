@@ -160,8 +160,9 @@ def tree_bytes(path: Path) -> dict[str, bytes]:
 
 
 def leftovers(run: Path) -> list[str]:
-    """Hidden temporaries anywhere in the run directory (staging directories, temp files)."""
-    return sorted(str(p.relative_to(run)) for p in run.rglob(".*"))
+    """Hidden temporaries anywhere in the run directory (staging directories, temp files); the
+    ownership marker `.hive-owned` is meant to stay."""
+    return sorted(str(p.relative_to(run)) for p in run.rglob(".*") if p != run / ".hive-owned")
 
 
 def step_of(path: Path | None) -> int:

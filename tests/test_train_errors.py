@@ -159,10 +159,40 @@ def test_non_empty_run_directory_and_nothing_to_resume(shards, tmp_path):
     one_line_error(run(shards, "-o", out, *BASE, "--resume"), "nothing to resume")
 
 
+def model_poisoned_at_step_2(shards, tmp_path):
+    """A copy of the tiny model (head untied) whose input embedding is NaN for one token that the
+    second step reads and the first does not: step 1 is finite, step 2's loss is NaN. (An absurd
+    learning rate no longer gets this far: it is refused as out of range.)"""
+    from safetensors.torch import load_file, save_file
+
+    from hive_data.shards import open_shards
+    from hive_train.data import RowTable, build_schedule, flatten
+
+    table = RowTable.from_arrow(open_shards(shards).split("train"))
+    schedule = build_schedule(
+        table.row_tokens, seed=42, epochs=1.0, max_steps=6, batch_size=2, grad_accum=1,
+        tokens_per_micro=None, tokens_per_step=None,
+    )  # fmt: skip
+    first, second = (
+        {int(t) for rows in schedule.micro_batches(step) for t in flatten(table, rows).input_ids.flatten()}
+        for step in (0, 1)
+    )
+    token = min(second - first)
+    model = tmp_path / "poisoned"
+    shutil.copytree(TINY_MODEL, model)
+    weights = load_file(model / "model.safetensors")
+    weights["lm_head.weight"] = weights["model.embed_tokens.weight"].clone()
+    weights["model.embed_tokens.weight"][token] = float("nan")
+    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps(dict(config, tie_word_embeddings=False)))
+    return model
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(shards, tmp_path):
     out = tmp_path / "run"
-    # plain LoRA with an absurd learning rate overflows fp32 on the second step
-    args = [shards, "-o", out, *BASE, "--adapter", "lora", "--lr", "1e20", "--warmup-ratio", "0"]
+    model = model_poisoned_at_step_2(shards, tmp_path)
+    args = [shards, "-o", out, *BASE, "--model", model, "--adapter", "lora", "--warmup-ratio", "0"]
     line = one_line_error(
         run(*args, "--save-every", 1, "--max-steps", 6), "loss is nan at step 2", "step-00000001"
     )
