@@ -162,7 +162,7 @@ def _free_gib() -> float | None:
     type=click.IntRange(min=1),
     help="Data-parallel processes on this host: N > 1 re-launches this command through torchrun "
     "(one process per GPU, NCCL; on a machine without CUDA or with --device cpu, N CPU processes "
-    "with gloo). See the README, 'Several GPUs'.",
+    "with gloo). See docs/distributed.md.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or notes.")
 @click.version_option(__version__, prog_name="hive-train")

@@ -270,13 +270,13 @@ def train(
     progress: bool = True,
     notes: list[str] | None = None,
 ) -> TrainResult:
-    """Train an adapter on packed shards into `out_dir` (the README's Training section has the layout).
+    """Train an adapter on packed shards into `out_dir` (docs/training.md has the layout).
 
     `stop_after` stops after that many optimizer steps in total (saving a checkpoint) without
     changing the schedule, as an interruption would. Raises `HiveError` subclasses for bad input.
 
     Under torchrun every process calls this: each takes its share of every step's micro-batches
-    and rank 0 alone writes `out_dir` (README: Several GPUs). The process group is started here
+    and rank 0 alone writes `out_dir` (docs/distributed.md). The process group is started here
     and destroyed on the way out, unless the caller started it.
     """
     started = time.perf_counter()

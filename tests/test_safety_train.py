@@ -1,5 +1,5 @@
 """Issue 13, hive-train: every config value range-checked with its source, hostile recipes,
-resume and extend, the base model's fingerprint, offline hub ids, the README's adapter snippet.
+resume and extend, the base model's fingerprint, offline hub ids, the adapter snippet of docs/training.md.
 
 Each test goes through the real `hive-train` command (in-process, `CliRunner`) on the tiny model.
 """
@@ -296,14 +296,14 @@ def test_a_hub_id_that_is_not_local_fails_fast_offline(shards, tmp_path, monkeyp
     )
 
 
-# ---- the README's adapter-loading snippet -------------------------------------------------------
+# ---- the training docs' adapter-loading snippet ---------------------------------------------------
 
 
 def readme_block(containing: str) -> str:
-    """The ```python block of the README (of the hive under test) that contains `containing`."""
+    """The ```python block of docs/training.md (of the hive under test) holding `containing`."""
     import hive_train
 
-    readme = Path(hive_train.__file__).resolve().parent.parent / "README.md"
+    readme = Path(hive_train.__file__).resolve().parent.parent / "docs" / "training.md"
     blocks = re.findall(r"```python\n(.*?)```", readme.read_text(encoding="utf-8"), flags=re.S)
     found = [b for b in blocks if containing in b]
     assert len(found) == 1, f"expected one README block with {containing!r}"

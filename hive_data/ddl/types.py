@@ -4,7 +4,7 @@ Every source type is first put in a category (`text`, `integer`, `decimal`, ...)
 the one spelling the target uses for that category. Widths of integers and strings, UNSIGNED and
 ZEROFILL are dropped; decimal precision and scale are kept. The spellings are written out here rather
 than printed by sqlglot, whose generator says `INT` where the canonical format says `INTEGER`.
-The README's "Type mapping" shows the same table for readers.
+docs/schemas.md, "Type mapping", shows the same table for readers.
 """
 
 from __future__ import annotations
