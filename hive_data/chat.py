@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hive_data.errors import PackError
+from hive_core.errors import PackError
 
 THINK_POLICIES = ("empty", "keep", "strip")
 LOSS_POLICIES = ("assistant", "all")

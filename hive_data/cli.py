@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from hive_core.cli import LazyGroup
 from hive_data import __version__
-from hive_data.cli_util import LazyGroup
 
 
 @click.group(

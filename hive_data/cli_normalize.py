@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from hive_data.cli_util import cli_errors, recipe_option
-from hive_data.errors import ConfigError, DDLError
+from hive_core.cli import cli_errors, recipe_option
+from hive_core.errors import ConfigError, DDLError
 
 SQL_SUFFIXES = (".sql", ".ddl")
 
@@ -54,7 +54,7 @@ def normalize_sql_path(
     atomically) and the first failure stops the run. An `output` that is the input, lies inside the
     input directory or holds the input raises `ConfigError` before anything is written.
     """
-    from hive_data.atomic import atomic_file, check_separate
+    from hive_core.atomic import atomic_file, check_separate
     from hive_data.ddl import normalize_ddl
 
     log = log or (lambda msg: click.echo(msg, err=True))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
+from hive_core.cli import cli_errors, recipe_option
 from hive_data.chat import LOSS_POLICIES, THINK_POLICIES
-from hive_data.cli_util import cli_errors, recipe_option
 from hive_data.pack import OVERLONG_POLICIES, PackConfig
 
 DEFAULTS = PackConfig()
@@ -265,7 +265,7 @@ def text_histogram(hist: dict | None, width: int = 50) -> str:
 
 
 def write_plot(hist: dict | None, path: str, title: str = "") -> None:
-    from hive_data.errors import ShardError
+    from hive_core.errors import ShardError
 
     if not hist or not hist.get("counts"):
         raise ShardError("the manifest has no length histogram to plot")
@@ -274,7 +274,7 @@ def write_plot(hist: dict | None, path: str, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hive_data.atomic import atomic_file
+    from hive_core.atomic import atomic_file
 
     edges, counts = hist["edges"], hist["counts"]
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -295,7 +295,7 @@ def write_plot(hist: dict | None, path: str, title: str = "") -> None:
 
 
 def check_row(opened, split: str, k: int):
-    from hive_data.errors import ShardError
+    from hive_core.errors import ShardError
 
     table = opened.split(split)
     if table is None or not 0 <= k < table.num_rows:
@@ -307,7 +307,7 @@ def check_row(opened, split: str, k: int):
 def matching_tokenizer(opened, tokenizer_name: str | None):
     """The tokenizer named (default: the manifest's), refused unless it is the one the shards were packed
     with: decoding with another one prints plausible but wrong text."""
-    from hive_data.errors import ShardError
+    from hive_core.errors import ShardError
     from hive_data.pack import load_tokenizer, tokenizer_info
 
     packed_with = opened.manifest.get("tokenizer") or {}

@@ -38,8 +38,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hive_data.atomic import atomic_file, check_separate, remove_stale
-from hive_data.errors import ConfigError, HiveError, RecordError, SQLError
+from hive_core.atomic import atomic_file, check_separate, remove_stale
+from hive_core.errors import ConfigError, HiveError, RecordError, SQLError
 from hive_data.records import (
     FORMATS,
     SQL_FORMATS,
@@ -227,8 +227,8 @@ def _canonical_schema(text: str, source: str) -> _Schema:
     memo = _STATE["schemas"]
     got = memo.get(key)
     if got is None:
+        from hive_core.errors import DDLError
         from hive_data.ddl import normalize_ddl
-        from hive_data.errors import DDLError
 
         try:
             res = normalize_ddl(

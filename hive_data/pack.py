@@ -14,7 +14,7 @@ Stages (each a function or module of its own):
 4. pack each split globally (`hive_data.packing.pack_documents`: best-fit decreasing with exact-fit
    and refinement passes), rows in seeded order;
 5. write shards (`hive_data.shards.ShardWriter`), `rejects.jsonl` and `manifest.json` into the
-   staging directory and swap it in as the output (`hive_data.atomic.commit_dir`).
+   staging directory and swap it in as the output (`hive_core.atomic.commit_dir`).
 
 The result depends only on the inputs, the tokenizer and the options, never on `num_proc` or batch
 sizes: batches are processed in input order and everything after stage 2 is a pure function of the
@@ -39,8 +39,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from hive_data import __version__
-from hive_data.atomic import (
+from hive_core.atomic import (
     Layout,
     check_replaceable,
     check_separate,
@@ -49,8 +48,9 @@ from hive_data.atomic import (
     remove_stale,
     write_marker,
 )
+from hive_core.errors import ConfigError, PackError, RecordError, ShardError
+from hive_data import __version__
 from hive_data.chat import LOSS_POLICIES, THINK_POLICIES, ChatRenderer, Encoded, chat_template_sha256
-from hive_data.errors import ConfigError, PackError, RecordError, ShardError
 from hive_data.packing import Packing, length_histogram, pack_documents, shuffle_rows
 from hive_data.shards import (
     FORMAT,
@@ -484,7 +484,7 @@ def _legacy_shards(path: Path) -> bool:
     return all(name in listed for name in os.listdir(path))
 
 
-# What a pack writes at the top level of its output (`hive_data.atomic.check_replaceable`).
+# What a pack writes at the top level of its output (`hive_core.atomic.check_replaceable`).
 SHARDS_LAYOUT = Layout(
     kind="shards",
     names=(MANIFEST, REJECTS, "train-*-of-*.arrow", "val-*-of-*.arrow"),

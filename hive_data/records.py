@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from hive_data.errors import ConfigError, RecordError
+from hive_core.errors import ConfigError, RecordError
 from hive_data.prompt import sql_messages
 
 FORMATS = ("gretel", "create_context", "spider", "messages", "prompt_completion", "alpaca", "text")

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from hive_data.errors import SQLError
+from hive_core.errors import SQLError
 
 DATABASE = "hive_sandbox"
 GRACE_S = 1.0  # after the deadline: cancel; after twice this more: terminate the backend

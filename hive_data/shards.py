@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from hive_data.errors import ShardError
+from hive_core.errors import ShardError
 
 FORMAT = "hive-shards"
 FORMAT_VERSION = 1

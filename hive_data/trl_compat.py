@@ -34,7 +34,7 @@ import os
 
 import numpy as np
 
-from hive_data.errors import ShardError
+from hive_core.errors import ShardError
 from hive_data.shards import open_shards
 
 IGNORE_INDEX = -100

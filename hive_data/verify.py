@@ -27,8 +27,8 @@ from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ErrorLevel, ParseError, SqlglotError, TokenError
 
+from hive_core.errors import SQLError
 from hive_data.ddl.identifiers import apply_identifier_policy
-from hive_data.errors import SQLError
 
 EXPLAINABLE = (exp.Select, exp.SetOperation, exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Values)
 VERIFY_LEVELS = ("parse", "explain")

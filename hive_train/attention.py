@@ -40,7 +40,7 @@ def choose_backend(requested: str, device: torch.device) -> str:
             return "sdpa"
         return "varlen" if varlen_available() else "flex"
     if requested == "varlen" and (device.type != "cuda" or not varlen_available()):
-        from hive_data.errors import ConfigError
+        from hive_core.errors import ConfigError
 
         raise ConfigError("--attention varlen needs CUDA and torch >= 2.10; use flex or sdpa")
     return requested

@@ -7,7 +7,7 @@
         state.json              step, data cursor, scheduler, param groups, metrics, files (written last)
 
 A checkpoint is built in a staging directory beside its final name and renamed into place
-(`hive_data.atomic.commit_dir`), so a crash never leaves a half-written `step-*` directory;
+(`hive_core.atomic.commit_dir`), so a crash never leaves a half-written `step-*` directory;
 `latest_checkpoint` additionally requires `state.json` and every file it lists.
 """
 
@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from hive_data.atomic import commit_dir, new_staging_dir, remove_stale
-from hive_data.errors import TrainError
+from hive_core.atomic import commit_dir, new_staging_dir, remove_stale
+from hive_core.errors import TrainError
 from hive_train.model import safetensors_os_errors, trainable_state
 
 CHECKPOINTS = "checkpoints"

@@ -9,7 +9,7 @@ import warnings
 
 import click
 
-from hive_data.cli_util import cli_errors
+from hive_core.cli import cli_errors
 from hive_train import __version__
 from hive_train.config import ADAPTERS, ATTENTION, DTYPES, QUANTS, SCHEDULERS, VRAM_TIERS
 

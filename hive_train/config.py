@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from hive_data.errors import ConfigError
+from hive_core.errors import ConfigError
 
 ADAPTERS = ("dora", "lora", "ia3")
 QUANTS = ("nf4", "none")

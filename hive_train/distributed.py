@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import torch
 import torch.distributed as dist
 
-from hive_data.errors import ConfigError, HiveError, TrainError
+from hive_core.errors import ConfigError, HiveError, TrainError
 
 # NVLink multicast (NCCL's NVLS, PyTorch's symmetric-memory multicast, NVSHMEM's NVLS) stays off:
 # on the shared GPU hosts a program using it can take the host's GPUs out of service.

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from hive_data.atomic import (
+from hive_core.atomic import (
     Layout,
     atomic_file,
     check_replaceable,
@@ -37,7 +37,7 @@ from hive_data.atomic import (
     remove_stale,
     write_marker,
 )
-from hive_data.errors import ConfigError, TrainError
+from hive_core.errors import ConfigError, TrainError
 from hive_data.shards import open_shards
 from hive_train import attention, checkpoint, distributed
 from hive_train.config import TrainConfig, oom_message

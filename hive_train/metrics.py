@@ -67,7 +67,7 @@ class MetricsLog:
         if resume_step is not None and self.path.exists():
             # drop what a stopped run logged after its last checkpoint: it will be logged again
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
-            from hive_data.atomic import atomic_file
+            from hive_core.atomic import atomic_file
 
             with atomic_file(self.path) as fh:
                 for record in kept:

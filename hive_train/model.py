@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from hive_data.errors import TrainError
+from hive_core.errors import TrainError
 from hive_train import attention
 from hive_train.config import MLP_MODULES, TrainConfig
 

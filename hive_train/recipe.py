@@ -13,8 +13,8 @@ import json
 import os
 from pathlib import Path
 
-from hive_data.errors import ConfigError
-from hive_data.recipe import check_keys, load_recipe
+from hive_core.errors import ConfigError
+from hive_core.recipe import check_keys, load_recipe
 from hive_train.config import (
     FIELDS,
     TrainConfig,

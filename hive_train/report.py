@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hive_data.atomic import atomic_file
+from hive_core.atomic import atomic_file
 
 
 def plot_losses(records: list[dict], path: str | os.PathLike) -> None:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hive_core.errors import PackError
 from hive_data.chat import EMPTY_THINK, ChatRenderer, apply_think, split_think
-from hive_data.errors import PackError
 from hive_data.prompt import sql_messages
 
 # The plain ChatML template of ../shared/tools/make_qwen_tokenizer.py: no think handling at all.

@@ -12,11 +12,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from hive_core.errors import DDLError
 from hive_data.ddl import normalize_ddl
 from hive_data.ddl.build import build_schema
 from hive_data.ddl.split import split_statements
 from hive_data.ddl.transforms import Context, expand_inheritance, resolve_references
-from hive_data.errors import DDLError
 
 pytestmark = pytest.mark.corpora
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from hive_core.errors import DDLError
 from hive_data.ddl import normalize_ddl
-from hive_data.errors import DDLError
 
 
 def where(text: str, needle: str, occurrence: int = 1) -> tuple[int, int]:

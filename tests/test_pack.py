@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from hive_core.errors import ConfigError, PackError, ShardError
 from hive_data.chat import ChatRenderer, apply_think
 from hive_data.cli import main as cli
-from hive_data.errors import ConfigError, PackError, ShardError
 from hive_data.pack import conversation_hash, pack_dataset, val_mask
 from hive_data.shards import open_shards
 

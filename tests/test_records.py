@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hive_data.errors import ConfigError, RecordError
+from hive_core.errors import ConfigError, RecordError
 from hive_data.prompt import sql_messages
 from hive_data.records import (
     detect_format,

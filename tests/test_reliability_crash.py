@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 from procs import kill_group, wait_paused
 
-from hive_data.atomic import remove_stale
-from hive_data.errors import ShardError
+from hive_core.atomic import remove_stale
+from hive_core.errors import ShardError
 from hive_data.shards import open_shards
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from hive_core.errors import ConfigError, ShardError
 from hive_data.cli import main as cli
-from hive_data.errors import ConfigError, ShardError
 from hive_data.pack import pack_dataset
 from hive_data.shards import open_shards
 
@@ -390,7 +390,7 @@ def test_trust_remote_code_lets_such_a_tokenizer_run(tmp_path):
     ],
 )
 def test_recipes_with_arbitrary_yaml_tags_are_refused(tmp_path, payload):
-    from hive_data.recipe import load_recipe
+    from hive_core.recipe import load_recipe
 
     marker = tmp_path / "MARKER"
     path = tmp_path / "recipe.yaml"

@@ -24,8 +24,8 @@ import sqlglot
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from hive_core.errors import DDLError, RecordError
 from hive_data.ddl import normalize_ddl
-from hive_data.errors import DDLError, RecordError
 from hive_data.packing import best_fit_decreasing, exact_fit_first, pack_documents, refine, shuffle_rows
 from hive_data.records import FORMATS, iter_records, row_to_messages
 

@@ -18,8 +18,8 @@ import pytest
 from click.testing import CliRunner
 from test_train_helpers import TINY_MODEL, TOKENIZER, write_shards
 
+from hive_core.errors import ConfigError
 from hive_data.cli import main as hive_data
-from hive_data.errors import ConfigError
 
 DATASETS = Path(__file__).resolve().parent.parent / "fixtures" / "datasets"
 SQL = "CREATE TABLE `t` (`id` INT(11) NOT NULL, PRIMARY KEY (`id`)) ENGINE=InnoDB;\n"
@@ -337,7 +337,7 @@ def test_train_overwrites_a_run_directory_of_an_older_hive(shards, tmp_path):
 
 
 def test_marker_is_json_with_the_kind(tmp_path):
-    from hive_data.atomic import write_marker
+    from hive_core.atomic import write_marker
 
     write_marker(tmp_path, "run")
     assert json.loads((tmp_path / MARKER).read_text())["kind"] == "run"

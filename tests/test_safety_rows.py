@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from hive_core.errors import ConfigError
 from hive_data.cli import main as cli
 from hive_data.dataset import iter_output, normalize_dataset
-from hive_data.errors import ConfigError
 from hive_data.pack import describe, pack_dataset
 
 ROOT = Path(__file__).resolve().parent.parent

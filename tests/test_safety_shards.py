@@ -19,8 +19,8 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
+from hive_core.errors import ShardError
 from hive_data.cli import main as hive_data_cli
-from hive_data.errors import ShardError
 from hive_data.pack import pack_dataset
 from hive_data.shards import SCHEMA, open_shards, sha256_file
 from hive_train.cli import main as hive_train_cli

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from hive_data.errors import SQLError
+from hive_core.errors import SQLError
 from hive_data.verify import ExplainVerifier
 
 TABLE = "CREATE TABLE t (a TEXT);"

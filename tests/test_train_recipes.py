@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hive_data.errors import ConfigError
-from hive_data.recipe import SECTIONS, check_keys, load_recipe
+from hive_core.errors import ConfigError
+from hive_core.recipe import SECTIONS, check_keys, load_recipe
 from hive_train.config import VRAM_PRESETS, TrainConfig, apply_vram_preset, auto_vram_tier
 from hive_train.recipe import load_hivellm_manifest, resolve_config
 

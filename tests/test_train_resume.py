@@ -11,7 +11,7 @@ import yaml
 from safetensors.torch import load_file
 from test_train_helpers import TINY_MODEL, TOKENIZER, write_shards
 
-from hive_data.errors import TrainError
+from hive_core.errors import TrainError
 from hive_train import checkpoint
 from hive_train.config import TrainConfig
 from hive_train.loop import train

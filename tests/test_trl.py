@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from hive_data.errors import ShardError
+from hive_core.errors import ShardError
 from hive_data.pack import pack_dataset
 from hive_data.shards import open_shards
 from hive_data.trl_compat import IGNORE_INDEX, labels_from_mask, load_for_trl

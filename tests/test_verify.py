@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from hive_data.errors import SQLError
+from hive_core.errors import SQLError
 from hive_data.verify import ExplainVerifier, guess_read, parse_statement, schema_key, transpile_answer
 
 SCHEMA = """-- Dialect: postgres

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from hive_core.errors import DDLError
 from hive_data.ddl.build import build_schema
 from hive_data.ddl.detect import detect_dialect
 from hive_data.ddl.identifiers import apply_identifier_policy
@@ -20,7 +21,6 @@ from hive_data.ddl.printer import print_schema
 from hive_data.ddl.split import split_statements
 from hive_data.ddl.transforms import RULES, Context
 from hive_data.ddl.types import TARGETS
-from hive_data.errors import DDLError
 
 __all__ = ["DDLResult", "normalize_ddl", "apply_identifier_policy", "TARGETS"]
 

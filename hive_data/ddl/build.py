@@ -18,9 +18,9 @@ from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, SqlglotError, TokenError
 from sqlglot.tokens import TokenType
 
+from hive_core.errors import DDLError
 from hive_data.ddl.model import Column, ForeignKey, QualifiedName, Schema, Table
 from hive_data.ddl.split import Statement
-from hive_data.errors import DDLError
 
 _CREATE_TABLE = re.compile(
     r"CREATE\s+(?:OR\s+REPLACE\s+)?(?:(?:GLOBAL|LOCAL)\s+)?"

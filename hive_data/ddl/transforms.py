@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
+from hive_core.errors import DDLError
 from hive_data.ddl import types as ddl_types
 from hive_data.ddl.model import ForeignKey, QualifiedName, Schema, Table
-from hive_data.errors import DDLError
 
 
 @dataclass
