@@ -61,12 +61,22 @@ def test_unknown_recipe_key_is_refused_with_its_location(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_shipped_recipes_configure_normalize_and_pack():
+def test_shipped_recipes_configure_normalize_and_pack(tmp_path):
+    import yaml
+
     for name in ("sql-postgres", "cypher", "typescript", "json"):
-        result = CliRunner().invoke(
-            main, ["normalize", "fixtures/ddl/users_orders.sql", "--config", f"pipelines/{name}.yaml"]
-        )
+        recipe = f"pipelines/{name}.yaml"
+        result = CliRunner().invoke(main, ["normalize", "fixtures/ddl/users_orders.sql", "--config", recipe])
         assert result.exit_code == 0, (name, result.output)
+        out = tmp_path / name
+        args = ["pack", "fixtures/datasets/messages.jsonl", "-o", str(out), "--config", recipe]
+        result = CliRunner().invoke(main, [*args, "--tokenizer", TOKENIZER, "--num-proc", "1"])
+        assert result.exit_code == 0, (name, result.output)
+        manifest = json.loads((out / "manifest.json").read_text())
+        wanted = yaml.safe_load(open(recipe, encoding="utf-8"))["pack"]
+        for key in ("seq", "loss", "think"):  # the recipe's pack section reached the shards
+            if key in wanted:
+                assert manifest[key] == wanted[key], (name, key)
 
 
 def test_normalize_ddl_is_a_top_level_library_call():
