@@ -65,6 +65,16 @@ def _taking_turns(admin) -> Iterator[None]:
         admin.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK,))
 
 
+def pg_message(err) -> str:
+    """A server error as one line: its primary message, the hint if any, and the SQLSTATE code."""
+    diag = getattr(err, "diag", None)
+    msg = (diag.message_primary if diag else None) or (str(err).splitlines() or [type(err).__name__])[0]
+    hint = diag.message_hint if diag else None
+    code = diag.sqlstate if diag else None
+    text = msg + (f" (hint: {hint})" if hint else "")
+    return f"{text} [{code}]" if code else text
+
+
 class _Deadline:
     """One watchdog thread per sandbox: `armed(s)` cancels the running query s seconds later, and
     kills its backend if it still runs 2 x GRACE_S after that."""
@@ -256,12 +266,15 @@ class Sandbox:
         commit: bool = False,
         single: bool = True,
         timeout_ms: int | None = None,
+        reset: bool = False,
     ) -> list[tuple]:
         """Run `sql` as the sandbox role in a transaction of its own and return its rows.
 
         `single` sends it by the extended protocol (exactly one statement, or the server refuses);
         otherwise it goes as one simple-protocol batch. The transaction is rolled back unless
-        `commit`; after a committed batch the session is reset (`DISCARD ALL`). Raises
+        `commit`. After a committed batch, or with `reset` (for SQL that was executed, not only
+        planned), the session is reset (`DISCARD ALL`): session-level advisory locks and settings
+        outlive a rollback. Raises
         SandboxTimeout past the deadline, and the server's error (a psycopg.Error) otherwise; the
         connection is usable again either way.
         """
@@ -289,7 +302,7 @@ class Sandbox:
                         raise SandboxTimeout(f"timed out after {ms} ms") from None
                     raise
         finally:
-            self._end(discard=committed)
+            self._end(discard=committed or reset)
 
     def _end(self, *, discard: bool) -> None:
         """Leave the session as a fresh one: no open transaction, and after a commit nothing kept."""

@@ -29,6 +29,7 @@ from sqlglot.errors import ErrorLevel, ParseError, SqlglotError, TokenError
 
 from hive_core.errors import SQLError
 from hive_data.ddl.identifiers import apply_identifier_policy
+from hive_data.sandbox import pg_message
 
 EXPLAINABLE = (exp.Select, exp.SetOperation, exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Values)
 VERIFY_LEVELS = ("parse", "explain")
@@ -234,7 +235,7 @@ class ExplainVerifier:
             except SQLError as err:  # a NUL byte, or the deadline (SandboxTimeout)
                 got = SQLError(f"schema does not execute in PostgreSQL: {err.reason}")
             except psycopg.Error as err:
-                got = SQLError(f"schema does not execute in PostgreSQL: {_pg_message(err)}")
+                got = SQLError(f"schema does not execute in PostgreSQL: {pg_message(err)}")
             if isinstance(got, SQLError):
                 self.sandbox.drop_schema(name)
             self.schemas[key] = got
@@ -279,13 +280,4 @@ class ExplainVerifier:
                 offset = int(pos) - len(prefix) - 1
                 before = answer[:offset]
                 line, col = before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
-            raise SQLError(f"EXPLAIN: {_pg_message(err)}", line=line, col=col) from None
-
-
-def _pg_message(err) -> str:
-    diag = getattr(err, "diag", None)
-    msg = (diag.message_primary if diag else None) or str(err).splitlines()[0]
-    hint = diag.message_hint if diag else None
-    code = diag.sqlstate if diag else None
-    text = msg + (f" (hint: {hint})" if hint else "")
-    return f"{text} [{code}]" if code else text
+            raise SQLError(f"EXPLAIN: {pg_message(err)}", line=line, col=col) from None

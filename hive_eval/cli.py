@@ -1,0 +1,126 @@
+"""`hive-eval`: score predictions of an expert against a normalized dataset.
+
+    hive-eval - data.jsonl --predictions preds.jsonl -o eval/      # no run directory: score a file
+    hive-eval data.jsonl --predictions preds.jsonl -o eval/        # the same (RUN_DIR left out)
+    hive-eval runs/sql data.jsonl --predictions preds.jsonl        # writes runs/sql/eval/
+
+RUN_DIR is the training run whose adapter produced (or, later, will produce) the predictions; with
+--predictions it is only recorded in the summary. Generating predictions from RUN_DIR's adapter is
+not part of this command yet, so --predictions is required. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hive_core.cli import cli_errors
+from hive_core.errors import ConfigError
+from hive_eval.compare import COMPARE_MODES
+from hive_eval.evaluate import KINDS, EvalConfig
+
+DEFAULTS = EvalConfig()  # the defaults live in the dataclass; flags only fill it
+
+
+def split_paths(paths: tuple[str, ...], predictions: str | None) -> tuple[str | None, str]:
+    """(RUN_DIR or None, DATA) from the positional arguments `RUN_DIR [DATA]`: a single argument is
+    DATA when --predictions is given; RUN_DIR `-` means none."""
+    if not paths:
+        raise ConfigError("missing DATA: hive-eval [RUN_DIR] DATA --predictions FILE -o OUT")
+    if len(paths) > 2:
+        raise ConfigError(f"expected RUN_DIR and DATA, got {len(paths)} arguments")
+    if len(paths) == 1:
+        if predictions is None:
+            raise ConfigError(
+                "generating predictions from a run is not available yet: pass --predictions FILE"
+            )
+        return None, paths[0]
+    run_dir, data = paths
+    if run_dir == "-":
+        run_dir = None
+    elif not Path(run_dir).is_dir():
+        raise ConfigError("no such run directory", file=run_dir)
+    if predictions is None:
+        raise ConfigError("generating predictions from a run is not available yet: pass --predictions FILE")
+    return run_dir, data
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("paths", nargs=-1, metavar="[RUN_DIR] DATA")
+@click.option(
+    "--predictions",
+    "-p",
+    type=click.Path(dir_okay=False),
+    help="jsonl of predictions: `row` (1-based row of DATA) or `id`, and `prediction` (the predicted text).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False),
+    help="Output directory for predictions.jsonl and summary.json (default: RUN_DIR/eval).",
+)
+@click.option(
+    "--compare",
+    type=click.Choice(COMPARE_MODES),
+    default=DEFAULTS.compare,
+    show_default=True,
+    help="Result equality: set (BIRD: rows as a set, column order kept) or bag (Spider test-suite: "
+    "multiset of rows, any column order, row order only under gold's ORDER BY).",
+)
+@click.option(
+    "--databases", type=click.IntRange(min=1), default=DEFAULTS.databases, show_default=True,
+    help="Synthesized databases per gold query; a prediction is correct only if it matches on all.",
+)  # fmt: skip
+@click.option(
+    "--seed", type=int, default=DEFAULTS.seed, show_default=True, help="Seed of the synthesized databases."
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="Score only the first N rows of DATA."
+)
+@click.option(
+    "--timeout-ms", type=click.IntRange(min=1), default=DEFAULTS.timeout_ms, show_default=True,
+    help="Per-query deadline; a query past it scores wrong.",
+)  # fmt: skip
+@click.option(
+    "--kind",
+    type=click.Choice(KINDS),
+    default=DEFAULTS.kind,
+    show_default=True,
+    help="Scorer: auto picks sql for rows with a schema or dialect, json when gold is JSON, else text.",
+)
+@click.option(
+    "--pg-uri", default=None, metavar="URI",
+    help="A PostgreSQL to run SQL in (superuser or CREATEROLE+CREATEDB); default: an embedded one.",
+)  # fmt: skip
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@cli_errors
+def main(paths, predictions, output, compare, databases, seed, limit, timeout_ms, kind, pg_uri, progress):
+    """Score predictions against a normalized dataset (DATA: jsonl/json/csv/parquet from
+    `hive-data normalize`), as BIRD's and Spider's evaluation scripts do: SQL is executed on small
+    synthesized databases in a sandboxed PostgreSQL; no model is loaded."""
+    from hive_eval.evaluate import evaluate, summary_table
+
+    run_dir, data = split_paths(paths, predictions)
+    if output is None:
+        if run_dir is None:
+            raise ConfigError("missing -o OUT (there is no RUN_DIR to write eval/ into)")
+        output = str(Path(run_dir) / "eval")
+    if not Path(predictions).is_file():
+        raise ConfigError("no such file", file=predictions)
+    config = EvalConfig(
+        compare=compare,
+        databases=databases,
+        seed=seed,
+        limit=limit,
+        timeout_ms=timeout_ms,
+        kind=kind,
+        pg_uri=pg_uri,
+    )
+    summary = evaluate(data, predictions, output, config, progress=progress, run_dir=run_dir)
+    click.echo(summary_table(summary))
+    click.echo(f"wrote {Path(output) / 'predictions.jsonl'} and {Path(output) / 'summary.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""Score a file of predictions against a normalized dataset (no model is loaded).
+
+`evaluate(data, predictions, out_dir, config)` reads the dataset with `hive_data.records.iter_records`
+(its rows carry the question, the gold answer and, for SQL, the canonical schema and `dialect`),
+matches each row to its prediction (by the data's `id` field when the prediction names one, else by
+the 1-based row number), scores it with `hive_eval.scoring`, and writes:
+
+- `OUT/predictions.jsonl`: one line per scored row: row, id, question, gold, prediction, kind, every
+  verdict and the error text;
+- `OUT/summary.json`: the configuration, counts, each verdict's mean, and the same broken down by a
+  `difficulty`, `source`, `db_id` or `database` field when the data has one.
+
+`summary_table(summary)` is the one-screen text the CLI prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hive_core.errors import ConfigError, RecordError
+from hive_eval.compare import COMPARE_MODES
+from hive_eval.scoring import SCORERS, VERDICTS, Case, Context, score
+
+KINDS = ("auto", *SCORERS)
+GROUP_FIELDS = ("difficulty", "source", "db_id", "database")
+
+
+@dataclass
+class EvalConfig:
+    """Defaults in one place; CLI flags fill them."""
+
+    compare: str = "bag"  # set (BIRD) or bag (Spider test-suite)
+    databases: int = 3  # synthesized databases per gold query
+    seed: int = 0
+    limit: int | None = None  # score only the first N rows of the data
+    timeout_ms: int = 5000  # per query
+    kind: str = "auto"  # auto: sql for rows with a schema or dialect, json when gold is JSON, else text
+    pg_uri: str | None = None  # a running PostgreSQL; None: start an embedded one when SQL needs it
+
+    def check(self) -> None:
+        if self.compare not in COMPARE_MODES:
+            raise ConfigError(f"--compare must be one of {', '.join(COMPARE_MODES)}, not {self.compare!r}")
+        if self.kind not in KINDS:
+            raise ConfigError(f"--kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
+        if self.databases < 1:
+            raise ConfigError("--databases must be at least 1")
+        if self.timeout_ms < 1:
+            raise ConfigError("--timeout-ms must be positive")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError("--limit must be at least 1")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_predictions(path: str | os.PathLike) -> dict[tuple[str, object], tuple[str | None, int]]:
+    """`{("id", str) or ("row", int): (prediction, line)}` from a jsonl file whose lines hold `row`
+    (1-based row of the data) or `id`, and `prediction` (a string; null means no prediction).
+    Raises RecordError with file and line for anything else."""
+    out: dict = {}
+    name = str(path)
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError as err:
+                raise RecordError(f"not JSON: {err}", file=name, line=line_no) from None
+            if not isinstance(entry, dict):
+                raise RecordError("expected a JSON object per line", file=name, line=line_no)
+            if "id" in entry and entry["id"] is not None:
+                key = ("id", str(entry["id"]))
+            elif (
+                isinstance(entry.get("row"), int) and not isinstance(entry["row"], bool) and entry["row"] >= 1
+            ):
+                key = ("row", entry["row"])
+            else:
+                raise RecordError(
+                    "each prediction needs `row` (the 1-based row number of the data) or `id`",
+                    file=name,
+                    line=line_no,
+                )
+            if "prediction" not in entry:
+                raise RecordError("missing field 'prediction'", file=name, line=line_no)
+            pred = entry["prediction"]
+            if pred is not None and not isinstance(pred, str):
+                raise RecordError(
+                    f"field 'prediction' is {type(pred).__name__}, expected a string", file=name, line=line_no
+                )
+            if key in out:
+                raise RecordError(
+                    f"{key[0]} {key[1]} predicted twice (first on line {out[key][1]})",
+                    file=name,
+                    line=line_no,
+                )
+            out[key] = (pred, line_no)
+    if not out:
+        raise RecordError("no predictions", file=name)
+    return out
+
+
+@dataclass
+class Row:
+    row: int
+    id: object
+    question: str
+    gold: str
+    schema: str | None
+    dialect: str | None
+    groups: dict
+
+
+def data_fields(data: dict, fmt: str) -> tuple[str, str, str | None]:
+    """(question, gold answer, schema or None) of a normalized row of any record format."""
+    from hive_data.records import SQL_FORMATS, get_fields
+
+    fields = get_fields(data, fmt)
+    if fmt in SQL_FORMATS:
+        schema = fields.get("schema") or data.get("schema")
+        return str(fields["question"]), str(fields["answer"]), schema if isinstance(schema, str) else None
+    if fmt == "prompt_completion":
+        return str(fields["prompt"]), str(fields["completion"]), None
+    if fmt == "alpaca":
+        question = "\n".join(str(fields[k]) for k in ("instruction", "input") if fields.get(k))
+        return question, str(fields["output"]), None
+    if fmt == "messages":
+        turns = [m for m in fields["messages"] if isinstance(m, dict)]
+        role = lambda m: m.get("role") or m.get("from")  # noqa: E731
+        users = [m for m in turns if role(m) in ("user", "human")]
+        answers = [m for m in turns if role(m) in ("assistant", "gpt")]
+        if not answers:
+            raise RecordError("no assistant message to score against")
+        content = lambda m: str(m.get("content") or m.get("value") or "")  # noqa: E731
+        return (content(users[-1]) if users else ""), content(answers[-1]), None
+    raise RecordError(f"rows of format {fmt!r} hold no question/answer pair to score")
+
+
+def iter_rows(data: str | os.PathLike, limit: int | None = None) -> Iterator[Row]:
+    """The data's rows to score; an unreadable row stops with its location (normalized data is clean)."""
+    from hive_data.records import iter_records
+
+    for n, rec in enumerate(iter_records(data), 1):
+        if limit is not None and n > limit:
+            return
+        if rec.error is not None:
+            raise rec.error.with_location(file=rec.source, row=rec.row, line=rec.line)
+        try:
+            question, gold, schema = data_fields(rec.data, rec.fmt)
+        except RecordError as err:
+            raise err.with_location(file=rec.source, row=rec.row, line=rec.line) from None
+        dialect = rec.data.get("dialect")
+        groups = {f: str(rec.data[f]) for f in GROUP_FIELDS if rec.data.get(f) not in (None, "")}
+        yield Row(
+            n,
+            rec.data.get("id"),
+            question,
+            gold,
+            schema,
+            dialect if isinstance(dialect, str) else None,
+            groups,
+        )
+
+
+def kind_of(row: Row, kind: str) -> str:
+    if kind != "auto":
+        return kind
+    if row.schema or row.dialect:
+        return "sql"
+    with contextlib.suppress(ValueError):
+        if isinstance(json.loads(row.gold), (dict, list)):
+            return "json"
+    return "text"
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _means(entries: list[dict]) -> dict:
+    out: dict = {"rows": len(entries)}
+    for v in VERDICTS:
+        values = [e[v] for e in entries if e.get(v) is not None]
+        if values:
+            out[v] = round(sum(float(x) for x in values) / len(values), 6)
+            out[f"{v}_rows"] = len(values)
+    return out
+
+
+def summarize(entries: list[dict]) -> dict:
+    overall = _means(entries)
+    by: dict = {}
+    for field in GROUP_FIELDS:
+        buckets: dict[str, list] = defaultdict(list)
+        for e in entries:
+            if field in e:
+                buckets[e[field]].append(e)
+        if buckets:
+            by[field] = {k: _means(v) for k, v in sorted(buckets.items())}
+    return {"overall": overall, "by": by}
+
+
+def summary_table(summary: dict) -> str:
+    """The one-screen text table of a summary (overall, then each breakdown)."""
+    cols = [("EX", "ex"), ("valid", "valid"), ("parses", "parses"), ("exact", "exact"), ("sim", "similarity")]
+    head = f"{'':24} {'rows':>6} " + " ".join(f"{c:>7}" for c, _ in cols)
+
+    def cell(m: dict, key: str) -> str:
+        if key == "exact" and key not in m:
+            key = "exact_text"  # kinds without a semantic exact match: the textual one
+        if key not in m:
+            return f"{'-':>7}"
+        return f"{m[key]:7.3f}" if key == "similarity" else f"{100 * m[key]:6.1f}%"
+
+    def line(label: str, m: dict) -> str:
+        return f"{label[:24]:24} {m['rows']:>6} " + " ".join(cell(m, k) for _, k in cols)
+
+    out = [head, line("all", summary["overall"])]
+    for field, groups in summary["by"].items():
+        out.append(f"by {field}:")
+        shown = list(groups.items())
+        for label, m in shown[:12]:
+            out.append(line("  " + label, m))
+        if len(shown) > 12:
+            out.append(f"  ... {len(shown) - 12} more in summary.json")
+    notes = []
+    counts = summary.get("counts", {})
+    for key, text in (
+        ("missing", "rows without a prediction (scored wrong)"),
+        ("gold_errors", "rows whose gold query fails on a synthesized database (scored wrong)"),
+        ("unmatched", "predictions that match no scored row (ignored)"),
+    ):
+        if counts.get(key):
+            notes.append(f"{counts[key]} {text}")
+    return "\n".join(out + notes)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def evaluate(
+    data: str | os.PathLike,
+    predictions: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: EvalConfig | None = None,
+    *,
+    progress: bool = True,
+    run_dir: str | None = None,
+) -> dict:
+    """Score `predictions` against `data`, write OUT/predictions.jsonl and OUT/summary.json, and
+    return the summary (see the module docstring)."""
+    from tqdm import tqdm
+
+    from hive_core.atomic import atomic_file
+
+    config = config or EvalConfig()
+    config.check()
+    preds = read_predictions(predictions)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    entries: list[dict] = []
+    used: set = set()
+    with contextlib.ExitStack() as stack:
+
+        def executor():
+            from hive_eval.execute import Executor
+
+            uri = config.pg_uri
+            if uri is None:
+                from hive_data.postgres import embedded_postgres
+
+                uri = stack.enter_context(embedded_postgres())
+            return stack.enter_context(
+                Executor(
+                    uri,
+                    databases=config.databases,
+                    seed=config.seed,
+                    timeout_ms=config.timeout_ms,
+                    prefix=f"hive_eval{os.getpid()}",
+                )
+            )
+
+        ctx = Context(compare=config.compare, executor_factory=executor)
+        with atomic_file(out_dir / "predictions.jsonl") as fh:
+            bar = tqdm(
+                iter_rows(data, config.limit),
+                total=config.limit,
+                desc="scoring",
+                unit="row",
+                file=sys.stderr,
+                disable=not progress,
+            )
+            for row in bar:
+                key = (
+                    ("id", str(row.id))
+                    if row.id is not None and ("id", str(row.id)) in preds
+                    else ("row", row.row)
+                )
+                pred = preds.get(key, (None, None))[0]
+                missing = key not in preds
+                used.add(key)
+                kind = kind_of(row, config.kind)
+                verdicts = score(kind, Case(row.gold, pred, row.schema, row.dialect), ctx)
+                if missing:
+                    verdicts["error"] = "no prediction"
+                entry = {"row": row.row, **({"id": row.id} if row.id is not None else {})}
+                entry.update(question=row.question, gold=row.gold, prediction=pred, kind=kind, **verdicts)
+                entry.update(row.groups)
+                entry["missing"] = missing
+                entries.append(entry)
+                fh.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+        loads = list(getattr(ctx._executor, "loads", []) or [])
+    elapsed = time.perf_counter() - started
+    summary = summarize(entries)
+    summary["counts"] = {
+        "rows": len(entries),
+        "missing": sum(e["missing"] for e in entries),
+        "gold_errors": sum(bool(e.get("error") and "gold query fails" in e["error"]) for e in entries),
+        "unmatched": len(set(preds) - used) if config.limit is None else 0,
+        "databases_loaded": len(loads),
+        "insert_statements_refused": sum(r.failed for r in loads),
+    }
+    summary["config"] = {**asdict(config), "pg_uri": None if config.pg_uri is None else "(given)"}
+    summary["inputs"] = {"data": str(data), "predictions": str(predictions), "run_dir": run_dir}
+    summary["seconds"] = round(elapsed, 3)
+    summary["rows_per_s"] = round(len(entries) / elapsed, 2) if elapsed > 0 else None
+    with atomic_file(out_dir / "summary.json") as fh:
+        json.dump(summary, fh, indent=2, ensure_ascii=False)
+        fh.write("\n")
+    return summary
