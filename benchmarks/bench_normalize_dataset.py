@@ -64,7 +64,7 @@ def main() -> int:
         print(f"skip: {SPIDER} is absent", file=sys.stderr)
         return 0
 
-    from hive_data.dataset import normalize_dataset
+    from hive_data.normalize_rows import normalize_dataset
 
     src = args.workdir / f"gretel-spider-{args.rows}.jsonl"
     if not src.exists():

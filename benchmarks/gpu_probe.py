@@ -61,7 +61,7 @@ def main():
     import transformers
     from transformers import AttentionInterface
 
-    from hive_train.fast import FastAdapters, linear_cross_entropy_sum
+    from hive_train.fast_adapters import FastAdapters, linear_cross_entropy_sum
 
     AttentionInterface.register("hive_varlen", varlen_attention)
     torch.backends.cuda.matmul.allow_tf32 = True

@@ -6,7 +6,7 @@ DoRA r=12 on q/k/v/o/up/down) and runs one packed 8 x 2048 batch:
 1. step time with the host syncs the training loop makes (loss and gradient norm read each step),
    and without any (steps queued back to back, one sync at the end);
 2. GPU busy time per step: the sum of kernel durations under the profiler, and the costliest kernels;
-3. the same batch as a CUDA graph (`hive_train.graphs`) against eager, its speed, and the training
+3. the same batch as a CUDA graph (`hive_train.cuda_graphs`) against eager, its speed, and the training
    loop's fallback when a capture fails;
 4. one DoRA layer of each shape, forward + backward, against the plain base matmuls alone
    (what the adapter adds on top of the frozen GEMMs), fused Triton ends and PyTorch ends.
@@ -57,7 +57,7 @@ def build(data: Path, vram: str = "80"):
 
 
 def step(model, params, opt, batch, backend, sync: bool):
-    from hive_train.loop import micro_loss
+    from hive_train.loss import micro_loss
 
     loss = micro_loss(model, batch, backend) / batch.loss_tokens
     loss.backward()
@@ -116,15 +116,15 @@ def _base_gemms(x, w, dy):
 
 
 def _dora_layer(x, a, b, m, layer, dy):
-    from hive_train.fast import _AdapterLinear
+    from hive_train.fast_adapters import _AdapterLinear
 
     _AdapterLinear.apply(x, a, b, m, layer).backward(dy)
 
 
 def _graph_setup(data: Path):
     from hive_data.shards import open_shards
+    from hive_train.cuda_graphs import GraphedStep, static_shape
     from hive_train.data import RowTable, flatten
-    from hive_train.graphs import GraphedStep, static_shape
 
     gc.collect()
     torch.cuda.empty_cache()
@@ -138,7 +138,7 @@ def _graph_setup(data: Path):
 
 
 def _eager_grads(model, params, batch, backend) -> tuple[float, torch.Tensor]:
-    from hive_train.loop import micro_loss
+    from hive_train.loss import micro_loss
 
     for p in params:
         p.grad = None
@@ -176,7 +176,7 @@ def fallback(data: Path) -> None:
     """The training loop's fallback when a capture fails: a forward hook that reads a value back
     to the host (which a capture cannot hold) makes it fail; the run must then go on eagerly, with
     the gradients of an eager step."""
-    from hive_train.loop import _graphed
+    from hive_train.steps import try_graphed
 
     model, params, opt, batch, backend, plain, graphed = _graph_setup(data)
     _, before = _eager_grads(model, params, batch, backend)
@@ -186,9 +186,9 @@ def fallback(data: Path) -> None:
             float(output[0].sum())
 
     hook = model.get_base_model().model.layers[0].register_forward_hook(host_sync)
-    loss, graphed = _graphed(graphed, [plain], plain.loss_tokens, print)
+    loss = try_graphed(graphed, [plain], plain.loss_tokens, print)
     hook.remove()
-    if graphed is not None:
+    if loss is not None:
         print(f"fallback: the capture succeeded despite a host sync (loss {float(loss):.6f})")
         return
     _, after = _eager_grads(model, params, batch, backend)
@@ -198,7 +198,7 @@ def fallback(data: Path) -> None:
 
 def layer_costs(tokens: int = 16384, rank: int = 12, dev: str = "cuda") -> None:
     from hive_train import kernels
-    from hive_train.fast import _Layer
+    from hive_train.fast_adapters import _Layer
 
     shapes = {"q": (2048, 1024), "k/v/o-in": (1024, 1024), "o": (1024, 2048), "up/gate": (3072, 1024),
               "down": (1024, 3072)}  # fmt: skip

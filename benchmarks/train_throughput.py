@@ -430,9 +430,9 @@ def numerics(shards: Path, model_dir: Path, device: str = "cuda", rows: int = NU
     from hive_data.shards import open_shards
     from hive_train import attention
     from hive_train.data import RowTable, flatten
-    from hive_train.fast import FastAdapters
+    from hive_train.fast_adapters import FastAdapters
     from hive_train.kernels import apply_fast_kernels
-    from hive_train.loop import micro_loss
+    from hive_train.loss import micro_loss
 
     attention.register()
     table = RowTable.from_arrow(open_shards(shards).split("train"))

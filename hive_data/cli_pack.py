@@ -8,11 +8,14 @@ from pathlib import Path
 import click
 
 from hive_core.cli import cli_errors, recipe_option
-from hive_data.chat import LOSS_POLICIES, THINK_POLICIES
-from hive_data.pack import OVERLONG_POLICIES, PackConfig
+from hive_core.settings import click_options
+from hive_data.pack import PackConfig
 
-DEFAULTS = PackConfig()
-RECORD_FORMATS = ("gretel", "create_context", "spider", "messages", "prompt_completion", "alpaca", "text")
+# the PackConfig fields that are `hive-data pack` flags, in --help order (progress is -q/--quiet)
+PACK_FLAGS = (
+    "tokenizer", "seq", "loss", "think", "val", "seed", "overlong", "keep_duplicates", "shard_tokens",
+    "num_proc", "fmt", "mapping", "force", "trust_remote_code",
+)  # fmt: skip
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -25,105 +28,11 @@ RECORD_FORMATS = ("gretel", "create_context", "spider", "messages", "prompt_comp
     help="Shard directory to write (replaced atomically; only an empty directory or an earlier pack "
     "holding nothing but its own files is replaced).",
 )
-@click.option(
-    "--tokenizer",
-    default=DEFAULTS.tokenizer,
-    show_default=True,
-    help="Hub id or local directory of the tokenizer.",
-)
-@click.option(
-    "--seq",
-    default=DEFAULTS.seq,
-    show_default=True,
-    type=int,
-    help="Tokens per packed row (at most 1048576 and the tokenizer's model_max_length).",
-)
-@click.option(
-    "--loss",
-    type=click.Choice(LOSS_POLICIES),
-    default=DEFAULTS.loss,
-    show_default=True,
-    help="assistant: loss on assistant turns and their closing <|im_end|> only; all: on every token.",
-)
-@click.option(
-    "--think",
-    type=click.Choice(THINK_POLICIES),
-    default=DEFAULTS.think,
-    show_default=True,
-    help="Qwen3 think blocks: empty writes '<think>\\n\\n</think>\\n\\n' before every answer; keep keeps "
-    "reasoning found in the data; strip writes no think block.",
-)
-@click.option(
-    "--val",
-    default=DEFAULTS.val,
-    show_default=True,
-    type=float,
-    help="Share of rows for the validation split, chosen by a hash of each row's content.",
-)
-@click.option(
-    "--seed", default=DEFAULTS.seed, show_default=True, type=int, help="Seed of the packed row order."
-)
-@click.option(
-    "--overlong",
-    type=click.Choice(OVERLONG_POLICIES),
-    default=DEFAULTS.overlong,
-    show_default=True,
-    help="Rows longer than --seq: drop them (listed in rejects.jsonl with their length) or stop with an error.",
-)
-@click.option(
-    "--keep-duplicates", is_flag=True, help="Keep exact duplicate conversations (removed by default)."
-)
-@click.option(
-    "--shard-tokens",
-    default=DEFAULTS.shard_tokens,
-    show_default=True,
-    type=int,
-    help="About this many tokens per shard file.",
-)
-@click.option(
-    "--num-proc",
-    default=DEFAULTS.num_proc,
-    show_default=True,
-    type=int,
-    help="Worker processes for rendering and tokenizing (0: one per CPU core, at most 8). Does not change the output.",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(RECORD_FORMATS),
-    default=None,
-    help="Record format (default: detected).",
-)
-@click.option("--map", "mapping", default=None, help="Column mapping field=column,... for the record format.")
-@click.option("--force", is_flag=True, help="Rebuild even when the output already holds this exact pack.")
-@click.option(
-    "--trust-remote-code",
-    is_flag=True,
-    help="Allow a tokenizer that needs its own Python code (from its directory or the hub) to run it. "
-    "Off by default: such a tokenizer is refused.",
-)
+@click_options(PackConfig, PACK_FLAGS)
 @recipe_option("pack")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @cli_errors
-def pack(
-    inputs,
-    output,
-    tokenizer,
-    seq,
-    loss,
-    think,
-    val,
-    seed,
-    overlong,
-    keep_duplicates,
-    shard_tokens,
-    num_proc,
-    fmt,
-    mapping,
-    force,
-    trust_remote_code,
-    quiet,
-):
+def pack(inputs, output, quiet, **options):
     """Tokenize, loss-mask and pack INPUTS (files, directories or hub ids) into Arrow shards.
 
     Rows are rendered with the tokenizer's chat template, packed with global best-fit-decreasing into
@@ -133,25 +42,9 @@ def pack(
     from hive_data.pack import describe, pack_dataset
     from hive_data.records import parse_mapping
 
-    result = pack_dataset(
-        list(inputs),
-        output,
-        tokenizer=tokenizer,
-        seq=seq,
-        loss=loss,
-        think=think,
-        val=val,
-        seed=seed,
-        overlong=overlong,
-        keep_duplicates=keep_duplicates,
-        shard_tokens=shard_tokens,
-        num_proc=num_proc,
-        fmt=fmt,
-        mapping=parse_mapping(mapping) or None,
-        force=force,
-        trust_remote_code=trust_remote_code,
-        progress=not quiet,
-    )
+    given = {name: value for name, value in options.items() if value is not None}  # the rest: defaults
+    given["mapping"] = parse_mapping(given.get("mapping")) or None
+    result = pack_dataset(list(inputs), output, progress=not quiet, **given)
     click.echo(describe(result))
 
 

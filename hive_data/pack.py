@@ -3,7 +3,8 @@
 Stages (each a function or module of its own):
 
 1. read rows (`hive_data.records`), turn them into messages, unreadable rows go to the rejects file;
-2. render and tokenize in batches, in `num_proc` worker processes (`hive_data.chat`); token ids and
+2. render and tokenize in batches, in `num_proc` worker processes (`hive_data.chat`,
+   `hive_data.parallel.ordered_map`: results in input order); token ids and
    masks are spilled to flat files in the staging directory as they arrive, so memory holds only a few
    numbers per row;
 3. drop overlong rows (or stop, with `overlong="error"`), remove exact duplicate conversations, split
@@ -11,7 +12,7 @@ Stages (each a function or module of its own):
    `seq * chars_per_token_bound(tokenizer)` characters cannot fit (`hive_data.chat`) and is dropped
    from its length, never tokenized, so a hostile 50 MB row costs no tokenizer memory; `seq` itself is
    at most `MAX_SEQ` and the tokenizer's `model_max_length`;
-4. pack each split globally (`hive_data.packing.pack_documents`: best-fit decreasing with exact-fit
+4. pack each split globally (`hive_data.binpack.pack_documents`: best-fit decreasing with exact-fit
    and refinement passes), rows in seeded order;
 5. write shards (`hive_data.shards.ShardWriter`), `rejects.jsonl` and `manifest.json` into the
    staging directory and swap it in as the output (`hive_core.atomic.commit_dir`).
@@ -25,12 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
-import signal
 import sys
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -39,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
+from hive_core import tokenizer as hive_tokenizer
 from hive_core.atomic import (
     Layout,
     check_replaceable,
@@ -49,15 +49,21 @@ from hive_core.atomic import (
     write_marker,
 )
 from hive_core.errors import ConfigError, PackError, RecordError, ShardError
+from hive_core.settings import setting
+from hive_core.tokenizer import TokenizerLoadError, tokenizer_info
 from hive_data import __version__
+from hive_data.binpack import Packing, length_histogram, pack_documents, shuffle_rows
 from hive_data.chat import LOSS_POLICIES, THINK_POLICIES, ChatRenderer, Encoded, chat_template_sha256
-from hive_data.packing import Packing, length_histogram, pack_documents, shuffle_rows
+from hive_data.parallel import batched, ordered_map
+from hive_data.records import FORMATS
 from hive_data.shards import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
     MAX_SEQ,
     SCHEMA,
+    ShardManifest,
+    ShardTokenizer,
     ShardWriter,
     open_shards,
     read_manifest,
@@ -67,41 +73,71 @@ from hive_data.shards import (
 
 REJECTS = "rejects.jsonl"
 OVERLONG_POLICIES = ("drop", "error")
-# Files that define a tokenizer directory (hashed for the manifest; model weights are not).
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "chat_template.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-)
+DROP_REASONS = (
+    "unreadable",
+    "invalid",
+    "unrenderable",
+    "overlong",
+    "duplicate",
+)  # rejects.jsonl order of counts
 INPUT_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
 
 @dataclass
 class PackConfig:
-    """Options of a pack; the defaults are the ones of `hive-data pack`."""
+    """Options of a pack; the defaults are the ones of `hive-data pack`, whose flags are made from the
+    fields' `setting(...)` (help text and choices written once, here)."""
 
-    tokenizer: str = "Qwen/Qwen3-0.6B"
-    seq: int = 2048
-    loss: str = "assistant"  # "assistant" | "all"
-    think: str = "empty"  # "empty" | "keep" | "strip"
-    val: float = 0.02
-    seed: int = 0
-    overlong: str = "drop"  # "drop" | "error"
-    keep_duplicates: bool = False
-    shard_tokens: int = 50_000_000
-    fmt: str | None = None
-    mapping: dict[str, str] | None = None
-    num_proc: int = 0  # 0: one process per CPU core, at most 8
+    tokenizer: str = setting("Qwen/Qwen3-0.6B", help="Hub id or local directory of the tokenizer.")
+    seq: int = setting(
+        2048, help="Tokens per packed row (at most 1048576 and the tokenizer's model_max_length)."
+    )
+    loss: str = setting(
+        "assistant",
+        choices=LOSS_POLICIES,
+        help="assistant: loss on assistant turns and their closing <|im_end|> only; all: on every token.",
+    )
+    think: str = setting(
+        "empty",
+        choices=THINK_POLICIES,
+        help="Qwen3 think blocks: empty writes '<think>\\n\\n</think>\\n\\n' before every answer; keep keeps "
+        "reasoning found in the data; strip writes no think block.",
+    )
+    val: float = setting(
+        0.02, help="Share of rows for the validation split, chosen by a hash of each row's content."
+    )
+    seed: int = setting(0, help="Seed of the packed row order.")
+    overlong: str = setting(
+        "drop",
+        choices=OVERLONG_POLICIES,
+        help="Rows longer than --seq: drop them (listed in rejects.jsonl with their length) or stop with an error.",
+    )
+    keep_duplicates: bool = setting(
+        False, flag_only=True, help="Keep exact duplicate conversations (removed by default)."
+    )
+    shard_tokens: int = setting(50_000_000, help="About this many tokens per shard file.")
+    fmt: str | None = setting(
+        None, flag="--format", choices=FORMATS, help="Record format (default: detected)."
+    )
+    mapping: dict[str, str] | None = setting(
+        None, flag="--map", help="Column mapping field=column,... for the record format."
+    )
+    num_proc: int = setting(
+        0,
+        help="Worker processes for rendering and tokenizing (0: one per CPU core, at most 8). "
+        "Does not change the output.",
+    )
     batch_rows: int = 1000
-    force: bool = False
-    progress: bool = True
-    trust_remote_code: bool = False  # a tokenizer that needs its own Python code is refused unless True
+    force: bool = setting(
+        False, flag_only=True, help="Rebuild even when the output already holds this exact pack."
+    )
+    progress: bool = True  # the CLI's -q/--quiet turns it off
+    trust_remote_code: bool = setting(
+        False,
+        flag_only=True,
+        help="Allow a tokenizer that needs its own Python code (from its directory or the hub) to run it. "
+        "Off by default: such a tokenizer is refused.",
+    )
 
     def check(self) -> None:
         if self.seq < 16:
@@ -144,55 +180,18 @@ class PackResult:
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
-    """A Hugging Face fast tokenizer by hub id or local directory; `PackError` when it cannot be loaded.
-
-    A tokenizer that needs its own Python code is refused unless `trust_remote_code` (passing False
-    explicitly also keeps transformers from asking on stdin whether to run it)."""
+    """`hive_core.tokenizer.load_tokenizer` in pack's words: `PackError` when it cannot be loaded, and
+    for a tokenizer that needs its own Python code unless `trust_remote_code`."""
     try:
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    except Exception as err:  # transformers raises OSError, ValueError, HF hub errors...
-        message = " ".join(str(err).split())  # one line, whatever transformers wrote
-        if "trust_remote_code" in message:
+        return hive_tokenizer.load_tokenizer(name_or_path, trust_remote_code)
+    except TokenizerLoadError as err:
+        if err.remote_code:
             raise PackError(
                 f"tokenizer {name_or_path!r} needs to run its own Python code; refused "
                 "(pass --trust-remote-code if you trust it)",
                 file=str(name_or_path),
             ) from None
-        raise PackError(f"cannot load tokenizer {name_or_path!r}: {type(err).__name__}: {message}") from None
-
-
-def tokenizer_info(tokenizer) -> dict:
-    """Identity of a tokenizer for the manifest: name, content hash, vocab size, pad/eos ids, and the
-    sha256 of its files when it was loaded from a local directory."""
-    root = Path(str(tokenizer.name_or_path))
-    files = (
-        {n: sha256_file(root / n) for n in TOKENIZER_FILES if (root / n).is_file()} if root.is_dir() else {}
-    )
-    content = hashlib.sha256()
-    if "tokenizer.json" in files:  # that file is the serialized tokenizer: hashing it is cheaper
-        content.update(json.dumps(files, sort_keys=True).encode("utf-8"))
-    else:
-        content.update(tokenizer.backend_tokenizer.to_str().encode("utf-8"))
-    specials = {
-        "eos": tokenizer.eos_token,
-        "pad": tokenizer.pad_token,
-        "all": list(tokenizer.all_special_tokens),
-    }
-    content.update(json.dumps(specials, sort_keys=True).encode("utf-8"))
-    info = {
-        "name_or_path": str(tokenizer.name_or_path),
-        "sha256": content.hexdigest(),
-        "vocab_size": len(tokenizer),
-        "pad_id": tokenizer.pad_token_id,
-        "eos_id": tokenizer.eos_token_id,
-        "pad_token": tokenizer.pad_token,
-        "eos_token": tokenizer.eos_token,
-    }
-    if files:
-        info["files"] = files
-    return info
+        raise PackError(err.reason) from None
 
 
 # ---------------------------------------------------------------------------------------- inputs
@@ -247,40 +246,56 @@ def first_occurrences(hashes: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------- workers
 
-_RENDERER: ChatRenderer | None = None
-_MAX_CHARS: int | None = None  # rendered text longer than this cannot fit --seq (ChatRenderer.max_chars)
+
+@dataclass
+class _Encoder:
+    """What a tokenizing process needs: the renderer, and the rendered length beyond which a
+    conversation cannot fit --seq (`ChatRenderer.max_chars`)."""
+
+    renderer: ChatRenderer
+    max_chars: int | None
 
 
-def _init_worker(
-    tokenizer_name: str, loss: str, think: str, trust_remote_code: bool = False, seq: int | None = None
-) -> None:
-    global _RENDERER, _MAX_CHARS
-    # Ctrl-C goes to the whole process group; the parent alone handles it and terminates the pool
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already
-    if _RENDERER is None:  # inherited through fork when available
-        _RENDERER = ChatRenderer(load_tokenizer(tokenizer_name, trust_remote_code), loss=loss, think=think)
-    _MAX_CHARS = _RENDERER.max_chars(seq) if seq else None
+_ENCODER: _Encoder | None = None  # this process's encoder, set by `_init_encoder`
 
 
-def _encode_task(conversations: list[list[dict]]):
-    """(hashes, ids, mask, lengths, errors, over) of a batch. A conversation the chat template or the
-    tokenizer refuses gets length 0 and its reason in `errors` (by position in the batch) instead of
-    failing the batch; one whose rendered text is too long to fit --seq for certain is not tokenized
-    (length 0, its character count in `over`)."""
+def _init_encoder(renderer: ChatRenderer, seq: int) -> None:
+    """`ordered_map` initializer. Pack's workers are forked, so the renderer (tokenizer loaded) is
+    inherited, not pickled."""
+    global _ENCODER
+    _ENCODER = _Encoder(renderer, renderer.max_chars(seq))
+
+
+@dataclass
+class EncodedBatch:
+    """A batch of conversations as `_encode_task` returns it, in batch order."""
+
+    hashes: np.ndarray  # (rows, 16) uint8 content hashes (`conversation_hash`)
+    ids: np.ndarray  # token ids of every row, concatenated
+    mask: np.ndarray  # loss mask, aligned with ids
+    lengths: np.ndarray  # tokens per row; 0 for a row not tokenized (see errors, over)
+    errors: dict[int, str]  # row in batch -> why the chat template or tokenizer refused it
+    over: dict[int, int]  # row in batch -> characters of a rendered text too long to fit --seq
+
+
+def _encode_task(conversations: list[list[dict]]) -> EncodedBatch:
+    """Encode a batch. A conversation the chat template or the tokenizer refuses gets length 0 and
+    its reason in `errors` instead of failing the batch; one whose rendered text is too long to fit
+    --seq for certain is not tokenized (length 0, its character count in `over`)."""
+    renderer, max_chars = _ENCODER.renderer, _ENCODER.max_chars
     errors: dict[int, str] = {}
     try:
-        enc = _RENDERER.encode(conversations, _MAX_CHARS)
+        enc = renderer.encode(conversations, max_chars)
     except Exception:  # noqa: BLE001 - find the row(s) at fault; the others are encoded one by one
         parts, over = [], {}
         for i, conv in enumerate(conversations):
             try:
-                part = _RENDERER.encode([conv], _MAX_CHARS)
+                part = renderer.encode([conv], max_chars)
                 if part.over:
                     over[i] = part.over[0]
             except Exception as err:  # noqa: BLE001 - one row's surprise must not take the run down
                 errors[i] = err.reason if isinstance(err, PackError) else f"{type(err).__name__}: {err}"
-                part = _RENDERER.encode([])
+                part = renderer.encode([])
                 part.lengths = np.zeros(1, dtype=np.int64)
             parts.append(part)
         enc = Encoded(
@@ -290,7 +305,18 @@ def _encode_task(conversations: list[list[dict]]):
             over=over,
         )
     hashes = np.frombuffer(b"".join(conversation_hash(c) for c in conversations), dtype=np.uint8)
-    return hashes.reshape(-1, 16), enc.ids, enc.mask, enc.lengths, errors, enc.over
+    return EncodedBatch(hashes.reshape(-1, 16), enc.ids, enc.mask, enc.lengths, errors, enc.over)
+
+
+@dataclass
+class Spilled:
+    """Every tokenized conversation, in input order: per-row arrays in memory, tokens on disk."""
+
+    hashes: np.ndarray  # (rows, 16) uint8
+    lengths: np.ndarray  # int64 tokens per row
+    loss: np.ndarray  # int64 tokens under loss per row
+    ids: np.ndarray  # int32 token ids of all rows (memory-mapped)
+    mask: np.ndarray  # int8 loss mask (memory-mapped)
 
 
 class _Spill:
@@ -324,7 +350,7 @@ class _Spill:
             loss[nonempty] = np.add.reduceat(mask.astype(np.int64), starts[nonempty])
             self.loss.append(loss)
 
-    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def finish(self) -> Spilled:
         self._ids.close()
         self._mask.close()
         lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int64)
@@ -341,47 +367,11 @@ class _Spill:
             if total
             else np.zeros(0, np.int8)
         )
-        return hashes, lengths, loss, ids, mask
+        return Spilled(hashes, lengths, loss, ids, mask)
 
     def remove(self) -> None:
         for path in (self.ids_path, self.mask_path):
             path.unlink(missing_ok=True)
-
-
-def _batched(it: Iterable, size: int) -> Iterator[list]:
-    batch = []
-    for item in it:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _map_ordered(fn, batches: Iterable, workers: int, init_args: tuple) -> Iterator:
-    """fn over batches, results in input order, at most 2 batches per worker in flight (bounded memory)."""
-    if workers <= 1:
-        for batch in batches:
-            yield fn(batch)
-        return
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    ctx = multiprocessing.get_context(method)
-    # SIGINT stays blocked while the workers start (they inherit the mask) so that a Ctrl-C cannot hit
-    # one before its initializer ignores it; the parent gets such a Ctrl-C once it unblocks.
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        pool_cm = ctx.Pool(workers, initializer=_init_worker, initargs=init_args)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-    with pool_cm as pool:
-        pending: deque = deque()
-        for batch in batches:
-            pending.append(pool.apply_async(fn, (batch,)))
-            while len(pending) >= 2 * workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
 
 
 # ---------------------------------------------------------------------------------------- pipeline
@@ -612,127 +602,205 @@ def _umask() -> int:
 
 
 def _build(inputs, staging: Path, config: PackConfig, renderer, tok_info, template_sha, files, fp) -> dict:
-    global _RENDERER, _MAX_CHARS
-    counts: Counter = Counter()
-    early: dict[int, int] = {}  # row index -> characters of rows too long to tokenize (Encoded.over)
-    rows = _Rows()
+    """Stages 2-5 into `staging`: tokenize to the spill files, select rows, pack the splits, write the
+    shards, rejects file and manifest. Returns the manifest."""
     spill = _Spill(staging)
-    workers = config.workers()
-    rejects_path = staging / REJECTS
-    with open(rejects_path, "w", encoding="utf-8") as rejects:
-        bar = tqdm(
-            desc="tokenize", unit=" rows", file=sys.stderr, disable=not config.progress, mininterval=0.5
-        )
-        try:
-            _RENDERER = renderer  # workers forked from here inherit it; workers=1 uses it directly
-            _MAX_CHARS = renderer.max_chars(config.seq)
-            convs = _conversations(inputs, config, rows, rejects, counts, bar)
-            init = (config.tokenizer, config.loss, config.think, config.trust_remote_code, config.seq)
-            done = 0
-            for result in _map_ordered(_encode_task, _batched(convs, config.batch_rows), workers, init):
-                hashes, ids, mask, lengths, errors, over = result
-                if config.overlong == "error" and ((lengths > config.seq).any() or over):
-                    i = done + int(np.flatnonzero((lengths > config.seq) | _flags(len(lengths), over))[0])
-                    if i - done in over:
-                        least = _at_least(over[i - done], renderer)
-                        raise _overlong_error(least, config.seq, rows.where(i), at_least=True)
-                    raise _overlong_error(int(lengths[i - done]), config.seq, rows.where(i))
-                for i, chars in over.items():
-                    early[done + i] = chars
-                for i, reason in sorted(errors.items()):
-                    counts["unrenderable"] += 1
-                    w = rows.where(done + i)
-                    _reject(rejects, w["file"], w["row"], w["line"], "unrenderable", reason)
-                spill.append(hashes, ids, mask, lengths)
-                done += len(lengths)
-        finally:
-            bar.close()
-        hashes, lengths, loss, ids, mask = spill.finish()
-
-        # overlong rows: never truncated
-        overlong = lengths > config.seq
-        overlong[list(early)] = True
-        if overlong.any():
-            for i in np.flatnonzero(overlong).tolist():
-                w = rows.where(i)
-                if i in early:  # measured by its text, never tokenized
-                    least = _at_least(early[i], renderer)
-                    detail = (
-                        f"at least {least} tokens > seq {config.seq} (its text is {early[i]} characters; "
-                        f"one token stands for at most {renderer.chars_per_token})"
-                    )
-                    _reject(rejects, w["file"], w["row"], w["line"], "overlong", detail, length=least)
-                    continue
-                _reject(
-                    rejects,
-                    w["file"],
-                    w["row"],
-                    w["line"],
-                    "overlong",
-                    f"{int(lengths[i])} tokens > seq {config.seq}",
-                    length=int(lengths[i]),
-                )
-        keep = ~overlong & (lengths > 0)
-        # exact duplicates: the first occurrence stays
-        dup = np.zeros(len(lengths), dtype=bool)
-        if not config.keep_duplicates:
-            kept = np.flatnonzero(keep)
-            first = first_occurrences(hashes[kept])
-            dup[kept[~first]] = True
-            for i in kept[~first].tolist():
-                w = rows.where(i)
-                _reject(
-                    rejects,
-                    w["file"],
-                    w["row"],
-                    w["line"],
-                    "duplicate",
-                    "exact duplicate of an earlier conversation",
-                )
-            keep &= ~dup
-        counts["overlong"] = int(overlong.sum())
-        counts["duplicate"] = int(dup.sum())
-        in_val = val_mask(hashes, config.val)
-
-        shards, split_totals, doc_lengths = [], {}, []
-        for split, members in (("train", keep & ~in_val), ("val", keep & in_val)):
-            docs = np.flatnonzero(members)
-            if len(docs) == 0:
-                continue
-            packing = shuffle_rows(pack_documents(lengths[docs], config.seq), config.seed)
-            shards.extend(_write_split(staging, split, docs, packing, lengths, ids, mask, config))
-            split_totals[split] = {
-                "rows": int(len(docs)),
-                "sequences": packing.rows,
-                "tokens": packing.tokens,
-                "loss_tokens": int(loss[docs].sum()),
-                "padding_tokens": packing.padding,
-                "fill_efficiency": round(packing.fill, 6),
-            }
-            doc_lengths.append(lengths[docs])
+    with open(staging / REJECTS, "w", encoding="utf-8") as rejects:
+        rows, counts, early = _tokenize_to_spill(inputs, config, renderer, spill, rejects)
+        spilled = spill.finish()
+        selection = select_rows(spilled.lengths, spilled.hashes, config, too_long=early)
+        _reject_dropped(rejects, selection, spilled.lengths, early, rows, renderer, config.seq)
+        counts["overlong"] = len(selection.overlong)
+        counts["duplicate"] = len(selection.duplicates)
+        packed = _pack_splits(staging, selection, spilled, config)
         spill.remove()
-    if not shards:
-        why = ", ".join(
-            f"{r} {counts[r]}"
-            for r in ("unreadable", "invalid", "unrenderable", "overlong", "duplicate")
-            if counts[r]
-        )
+    if not packed.shards:
+        why = ", ".join(f"{r} {counts[r]}" for r in DROP_REASONS if counts[r])
         hint = f"; raise --seq (now {config.seq}) to keep long rows" if counts["overlong"] else ""
         raise PackError(
             f"nothing to pack: every row was rejected ({why}; see the rejects reasons){hint}", file=inputs[0]
         )
+    manifest = build_manifest(
+        config=config,
+        fingerprint=fp,
+        inputs=files,
+        tokenizer=tok_info,
+        template_sha=template_sha,
+        packed=packed,
+        counts=counts,
+    ).to_dict()
+    write_manifest(staging, manifest)
+    return manifest
 
-    all_lengths = np.concatenate(doc_lengths)
+
+def _tokenize_to_spill(
+    inputs, config: PackConfig, renderer: ChatRenderer, spill: _Spill, rejects
+) -> tuple[_Rows, Counter, dict[int, int]]:
+    """Read, render and tokenize every row in `config.workers()` processes, appending the tokens to
+    `spill` in input order; unreadable, invalid and unrenderable rows go to `rejects`. Returns where
+    each tokenized row came from, the counts so far (rows_in and those reasons), and the rows too long
+    to tokenize (row index -> characters). With `overlong="error"` the first overlong row stops it."""
+    counts: Counter = Counter()
+    early: dict[int, int] = {}
+    rows = _Rows()
+    bar = tqdm(desc="tokenize", unit=" rows", file=sys.stderr, disable=not config.progress, mininterval=0.5)
+    try:
+        convs = _conversations(inputs, config, rows, rejects, counts, bar)
+        done = 0
+        for enc in ordered_map(
+            _encode_task,
+            batched(convs, config.batch_rows),
+            config.workers(),
+            start_method="fork",  # the workers inherit the loaded tokenizer
+            initializer=_init_encoder,
+            initargs=(renderer, config.seq),
+        ):
+            if config.overlong == "error":
+                _stop_at_overlong(enc, done, config.seq, rows, renderer)
+            for i, chars in enc.over.items():
+                early[done + i] = chars
+            for i, reason in sorted(enc.errors.items()):
+                counts["unrenderable"] += 1
+                w = rows.where(done + i)
+                _reject(rejects, w["file"], w["row"], w["line"], "unrenderable", reason)
+            spill.append(enc.hashes, enc.ids, enc.mask, enc.lengths)
+            done += len(enc.lengths)
+    finally:
+        bar.close()
+    return rows, counts, early
+
+
+def _stop_at_overlong(enc: EncodedBatch, done: int, seq: int, rows: _Rows, renderer: ChatRenderer) -> None:
+    """`overlong="error"`: `PackError` for the batch's first row longer than `seq`, if any."""
+    too_long = enc.lengths > seq
+    if not too_long.any() and not enc.over:
+        return
+    first = int(np.flatnonzero(too_long | _flags(len(enc.lengths), enc.over))[0])
+    if first in enc.over:
+        least = _at_least(enc.over[first], renderer)
+        raise _overlong_error(least, seq, rows.where(done + first), at_least=True)
+    raise _overlong_error(int(enc.lengths[first]), seq, rows.where(done + first))
+
+
+@dataclass(frozen=True)
+class RowSelection:
+    """Which rows are packed into which split, and which are dropped (row indices, ascending)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    overlong: np.ndarray  # longer than seq (never truncated)
+    duplicates: np.ndarray  # exact duplicates of an earlier kept row
+
+
+def select_rows(
+    lengths: np.ndarray, hashes: np.ndarray, config: PackConfig, too_long: Iterable[int] = ()
+) -> RowSelection:
+    """The rows to pack, from each row's token count and 16-byte content hash alone (a pure function).
+
+    A row is overlong when it has more than `config.seq` tokens or is in `too_long` (measured by its
+    text, never tokenized). Rows of length 0 (not tokenized: refused by the template or tokenizer)
+    are neither kept nor counted here. Unless `config.keep_duplicates`, a row whose hash equals an
+    earlier kept row's is a duplicate. Kept rows go to val when `val_mask` says so (`config.val`),
+    else to train."""
+    overlong = lengths > config.seq
+    overlong[list(too_long)] = True
+    keep = ~overlong & (lengths > 0)
+    duplicate = np.zeros(len(lengths), dtype=bool)
+    if not config.keep_duplicates:
+        kept = np.flatnonzero(keep)
+        duplicate[kept[~first_occurrences(hashes[kept])]] = True
+        keep &= ~duplicate
+    in_val = val_mask(hashes, config.val)
+    return RowSelection(
+        train=np.flatnonzero(keep & ~in_val),
+        val=np.flatnonzero(keep & in_val),
+        overlong=np.flatnonzero(overlong),
+        duplicates=np.flatnonzero(duplicate),
+    )
+
+
+def _reject_dropped(
+    rejects,
+    selection: RowSelection,
+    lengths: np.ndarray,
+    early: dict[int, int],
+    rows: _Rows,
+    renderer,
+    seq: int,
+) -> None:
+    """The rejects entries of the overlong rows, then of the duplicates, each in input order."""
+    for i in selection.overlong.tolist():
+        w = rows.where(i)
+        if i in early:  # measured by its text, never tokenized
+            least = _at_least(early[i], renderer)
+            detail = (
+                f"at least {least} tokens > seq {seq} (its text is {early[i]} characters; "
+                f"one token stands for at most {renderer.chars_per_token})"
+            )
+            _reject(rejects, w["file"], w["row"], w["line"], "overlong", detail, length=least)
+        else:
+            length = int(lengths[i])
+            detail = f"{length} tokens > seq {seq}"
+            _reject(rejects, w["file"], w["row"], w["line"], "overlong", detail, length=length)
+    for i in selection.duplicates.tolist():
+        w = rows.where(i)
+        detail = "exact duplicate of an earlier conversation"
+        _reject(rejects, w["file"], w["row"], w["line"], "duplicate", detail)
+
+
+@dataclass
+class PackedSplits:
+    """The shards written for the splits, each split's totals, and the lengths of the packed rows."""
+
+    shards: list = field(default_factory=list)  # ShardInfo, train then val
+    splits: dict[str, dict] = field(default_factory=dict)
+    lengths: list[np.ndarray] = field(default_factory=list)  # per split, the packed rows' token counts
+
+
+def _pack_splits(
+    staging: Path, selection: RowSelection, spilled: Spilled, config: PackConfig
+) -> PackedSplits:
+    """Pack each split globally (rows in seeded order) and write its shards into `staging`."""
+    out = PackedSplits()
+    for split, docs in (("train", selection.train), ("val", selection.val)):
+        if len(docs) == 0:
+            continue
+        packing = shuffle_rows(pack_documents(spilled.lengths[docs], config.seq), config.seed)
+        out.shards.extend(
+            _write_split(staging, split, docs, packing, spilled.lengths, spilled.ids, spilled.mask, config)
+        )
+        out.splits[split] = {
+            "rows": int(len(docs)),
+            "sequences": packing.rows,
+            "tokens": packing.tokens,
+            "loss_tokens": int(spilled.loss[docs].sum()),
+            "padding_tokens": packing.padding,
+            "fill_efficiency": round(packing.fill, 6),
+        }
+        out.lengths.append(spilled.lengths[docs])
+    return out
+
+
+def build_manifest(
+    *,
+    config: PackConfig,
+    fingerprint: str | None,
+    inputs: list[dict],
+    tokenizer: dict,
+    template_sha: str,
+    packed: PackedSplits,
+    counts: Counter,
+) -> ShardManifest:
+    """The manifest of a pack (a pure function): format, provenance, options, shards and totals.
+    `tokenizer` is `tokenizer_info(...)`; `counts` holds rows_in and the rows dropped by reason."""
+    all_lengths = np.concatenate(packed.lengths)
+    split_totals = packed.splits
     tokens = sum(t["tokens"] for t in split_totals.values())
     sequences = sum(t["sequences"] for t in split_totals.values())
     totals = {
         "rows_in": counts["rows_in"],
         "rows_packed": int(all_lengths.size),
-        "rows_dropped": {
-            r: counts[r]
-            for r in ("unreadable", "invalid", "unrenderable", "overlong", "duplicate")
-            if counts[r]
-        },
+        "rows_dropped": {r: counts[r] for r in DROP_REASONS if counts[r]},
         "duplicates": counts["duplicate"],
         "sequences": sequences,
         "tokens": tokens,
@@ -742,30 +810,28 @@ def _build(inputs, staging: Path, config: PackConfig, renderer, tok_info, templa
         "splits": split_totals,
         "length_histogram": length_histogram(all_lengths, config.seq),
     }
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "hive_version": __version__,
-        "fingerprint": fp,
-        "inputs": files,
-        "tokenizer": tok_info,
-        "chat_template_sha256": template_sha,
-        "seq": config.seq,
-        "loss": config.loss,
-        "think": config.think,
-        "seed": config.seed,
-        "val": config.val,
-        "overlong": config.overlong,
-        "keep_duplicates": config.keep_duplicates,
-        "shard_tokens": config.shard_tokens,
-        "record_format": config.fmt,
-        "mapping": config.mapping or None,
-        "shards": [s.to_json() for s in shards],
-        "totals": totals,
-        "rejects": REJECTS,
-    }
-    write_manifest(staging, manifest)
-    return manifest
+    return ShardManifest(
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+        hive_version=__version__,
+        fingerprint=fingerprint,
+        inputs=inputs,
+        tokenizer=ShardTokenizer.from_dict(tokenizer, Path(MANIFEST)),
+        chat_template_sha256=template_sha,
+        seq=config.seq,
+        loss=config.loss,
+        think=config.think,
+        seed=config.seed,
+        val=config.val,
+        overlong=config.overlong,
+        keep_duplicates=config.keep_duplicates,
+        shard_tokens=config.shard_tokens,
+        record_format=config.fmt,
+        mapping=config.mapping or None,
+        shards=list(packed.shards),
+        totals=totals,
+        rejects=REJECTS,
+    )
 
 
 def _write_split(staging: Path, split: str, docs: np.ndarray, packing: Packing, lengths, ids, mask, config):
@@ -851,6 +917,10 @@ __all__ = [
     "conversation_hash",
     "val_mask",
     "first_occurrences",
+    "select_rows",
+    "RowSelection",
+    "build_manifest",
+    "PackedSplits",
     "load_tokenizer",
     "tokenizer_info",
 ]

@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -87,16 +87,20 @@ def rows_to_batch(
 
 @dataclass
 class ShardInfo:
+    """One shard file as the manifest lists it."""
+
     split: str
     file: str
     rows: int
     tokens: int
     loss_tokens: int
     bytes: int
-    sha256: str
+    sha256: str | None  # None only in a hand-made manifest that lacks it (read, never written)
+    extra: dict = field(default_factory=dict, repr=False)  # keys this hive does not model, kept as read
+    absent: frozenset[str] = field(default=frozenset(), repr=False)  # keys the source lacked
 
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        return _to_mapping(self)
 
 
 class ShardWriter:
@@ -176,12 +180,127 @@ def write_manifest(directory: str | os.PathLike, manifest: dict) -> Path:
 
 
 @dataclass
+class ShardTokenizer:
+    """The manifest's `tokenizer` block: the tokenizer the shards were packed with."""
+
+    vocab_size: int
+    name_or_path: str | None = None
+    sha256: str | None = None  # content hash (`hive_data.pack.tokenizer_info`)
+    pad_id: int | None = None
+    eos_id: int | None = None
+    pad_token: str | None = None
+    eos_token: str | None = None
+    files: dict[str, str] | None = None  # file name -> sha256, for a local tokenizer directory
+    extra: dict = field(default_factory=dict)  # keys this hive does not model, kept as read
+    absent: frozenset[str] = frozenset()  # modeled keys the source lacked (not written back)
+
+    def given(self, key: str) -> bool:
+        """Whether the manifest holds `key` (even as null)."""
+        return key in self.extra or (key not in self.absent and key in _modeled(ShardTokenizer))
+
+    @classmethod
+    def from_dict(cls, data: dict, path: Path) -> ShardTokenizer:
+        _check_tokenizer(data, path)
+        return _from_mapping(cls, data)
+
+    def to_dict(self) -> dict:
+        return _to_mapping(self)
+
+
+@dataclass
+class ShardManifest:
+    """`manifest.json`, typed. `from_dict` checks it as `open_shards` always has (a located
+    `ShardError` for a missing key or a malformed entry; keys it does not model are kept in
+    `extra`), and `to_dict` gives back the same mapping, so `write_manifest(d, m.to_dict())`
+    writes the same bytes as the manifest read."""
+
+    format: str
+    format_version: int
+    seq: int
+    shards: list[ShardInfo]
+    tokenizer: ShardTokenizer
+    chat_template_sha256: str | None = None
+    loss: str | None = None  # which tokens carry loss (pack's --loss)
+    think: str | None = None  # pack's --think
+    seed: int | None = None
+    totals: dict | None = None  # rows, tokens, drops, histogram, ... (pack's summary)
+    # what `hive-data pack` records besides (a hand-made manifest may lack any of them)
+    hive_version: str | None = None
+    fingerprint: str | None = None  # of inputs + options: a re-pack with the same ones is skipped
+    inputs: list | None = None  # the input files and their hashes
+    val: float | None = None
+    overlong: str | None = None
+    keep_duplicates: bool | None = None
+    shard_tokens: int | None = None
+    record_format: str | None = None
+    mapping: dict | None = None
+    rejects: str | None = None  # the rejects file's name
+    extra: dict = field(default_factory=dict)  # keys this hive does not model, kept as read
+    absent: frozenset[str] = frozenset()  # optional keys the source lacked (not written back)
+
+    @classmethod
+    def from_dict(cls, data, path: str | os.PathLike) -> ShardManifest:
+        path = Path(path)
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ShardError(f"not a {FORMAT} manifest", file=str(path))
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ShardError(
+                f"shard format version {data.get('format_version')} is not supported "
+                f"(this hive reads version {FORMAT_VERSION}); re-run `hive-data pack --force`",
+                file=str(path),
+            )
+        for key in ("seq", "shards"):
+            if key not in data:
+                raise ShardError(f"manifest lacks {key!r}", file=str(path))
+        _check_entries(data, path)
+        values = dict(data)
+        values["tokenizer"] = ShardTokenizer.from_dict(data["tokenizer"], path)
+        values["shards"] = [_shard_info(info) for info in data["shards"]]
+        return _from_mapping(cls, values)
+
+    def to_dict(self) -> dict:
+        out = _to_mapping(self)
+        out["tokenizer"] = self.tokenizer.to_dict()
+        out["shards"] = [info.to_json() for info in self.shards]
+        return out
+
+
+def _shard_info(entry: dict) -> ShardInfo:
+    """A checked manifest entry (`_check_entries`: only `sha256` may be missing) as a `ShardInfo`."""
+    return _from_mapping(
+        ShardInfo, {"sha256": None, **entry}, absent=() if "sha256" in entry else ("sha256",)
+    )
+
+
+def _modeled(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls) if f.name not in ("extra", "absent"))
+
+
+def _from_mapping(cls, data: dict, absent: tuple[str, ...] = ()):
+    """`cls` from a mapping: modeled keys as fields, the others in `extra`, missing ones in `absent`."""
+    names = _modeled(cls)
+    return cls(
+        **{k: v for k, v in data.items() if k in names},
+        extra={k: v for k, v in data.items() if k not in names},
+        absent=frozenset(absent) | frozenset(k for k in names if k not in data),
+    )
+
+
+def _to_mapping(record) -> dict:
+    """The mapping `_from_mapping` read: modeled fields (except absent ones), then `extra`."""
+    out = {k: getattr(record, k) for k in _modeled(type(record)) if k not in record.absent}
+    out.update(record.extra)
+    return out
+
+
+@dataclass
 class Shards:
     """An opened, checked shard directory. Tables are memory-mapped, not read into RAM."""
 
     root: Path
-    manifest: dict
+    manifest: dict  # manifest.json as read (`meta` is the same, typed)
     tables: dict[str, pa.Table] = field(default_factory=dict)
+    meta: ShardManifest | None = None  # set by `open_shards`
 
     @property
     def seq(self) -> int:
@@ -197,6 +316,16 @@ class Shards:
 
 
 def read_manifest(root: str | os.PathLike) -> dict:
+    """`manifest.json` of shard directory `root` as a mapping, checked (`ShardManifest.from_dict`)."""
+    return _read_manifest(root)[0]
+
+
+def read_shard_manifest(root: str | os.PathLike) -> ShardManifest:
+    """`manifest.json` of shard directory `root`, checked and typed."""
+    return _read_manifest(root)[1]
+
+
+def _read_manifest(root: str | os.PathLike) -> tuple[dict, ShardManifest]:
     root = Path(root)
     path = root / MANIFEST
     if not root.is_dir():
@@ -209,19 +338,7 @@ def read_manifest(root: str | os.PathLike) -> dict:
         line = getattr(err, "lineno", None)
         col = getattr(err, "colno", None)
         raise ShardError(f"manifest is not valid JSON ({err})", file=str(path), line=line, col=col) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ShardError(f"not a {FORMAT} manifest", file=str(path))
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ShardError(
-            f"shard format version {manifest.get('format_version')} is not supported "
-            f"(this hive reads version {FORMAT_VERSION}); re-run `hive-data pack --force`",
-            file=str(path),
-        )
-    for key in ("seq", "shards"):
-        if key not in manifest:
-            raise ShardError(f"manifest lacks {key!r}", file=str(path))
-    _check_entries(manifest, path)
-    return manifest
+    return manifest, ShardManifest.from_dict(manifest, path)
 
 
 def _check_entries(manifest: dict, path: Path) -> None:
@@ -441,7 +558,7 @@ def open_shards(root: str | os.PathLike, *, verify: str = "size", model_vocab: i
     if verify not in ("size", "sha256"):
         raise ValueError("verify must be 'size' or 'sha256'")
     root = Path(root)
-    manifest = read_manifest(root)
+    manifest, meta = _read_manifest(root)
     parts: dict[str, list[pa.Table]] = {}
     for info in manifest["shards"]:
         path = root / info["file"]
@@ -485,4 +602,4 @@ def open_shards(root: str | os.PathLike, *, verify: str = "size", model_vocab: i
             )
         parts.setdefault(info["split"], []).append(table)
     tables = {split: pa.concat_tables(ts) for split, ts in parts.items() if ts}
-    return Shards(root=root, manifest=manifest, tables=tables)
+    return Shards(root=root, manifest=manifest, tables=tables, meta=meta)

@@ -245,6 +245,54 @@ def summary_table(summary: dict) -> str:
 # --------------------------------------------------------------------------- the run
 
 
+def _executor_factory(config: EvalConfig, stack: contextlib.ExitStack):
+    """A function that starts (on first use) PostgreSQL and the executor, closed with `stack`."""
+
+    def executor():
+        from hive_eval.execute import Executor
+
+        uri = config.pg_uri
+        if uri is None:
+            from hive_data.postgres import embedded_postgres
+
+            uri = stack.enter_context(embedded_postgres())
+        executor = Executor(
+            uri, databases=config.databases, seed=config.seed, timeout_ms=config.timeout_ms,
+            prefix=f"hive_eval{os.getpid()}",
+        )  # fmt: skip
+        return stack.enter_context(executor)
+
+    return executor
+
+
+def _score_row(row, preds: dict, config: EvalConfig, ctx: Context) -> tuple[dict, tuple]:
+    """One row's entry for predictions.jsonl, and the key its prediction was looked up by."""
+    by_id = ("id", str(row.id))
+    key = by_id if row.id is not None and by_id in preds else ("row", row.row)
+    pred = preds.get(key, (None, None))[0]
+    missing = key not in preds
+    kind = kind_of(row, config.kind)
+    verdicts = score(kind, Case(row.gold, pred, row.schema, row.dialect), ctx)
+    if missing:
+        verdicts["error"] = "no prediction"
+    entry = {"row": row.row, **({"id": row.id} if row.id is not None else {})}
+    entry.update(question=row.question, gold=row.gold, prediction=pred, kind=kind, **verdicts)
+    entry.update(row.groups)
+    entry["missing"] = missing
+    return entry, key
+
+
+def _counts(entries: list[dict], unmatched: int, loads: list) -> dict:
+    return {
+        "rows": len(entries),
+        "missing": sum(e["missing"] for e in entries),
+        "gold_errors": sum(bool(e.get("error") and "gold query fails" in e["error"]) for e in entries),
+        "unmatched": unmatched,
+        "databases_loaded": len(loads),
+        "insert_statements_refused": sum(r.failed for r in loads),
+    }
+
+
 def evaluate(
     data: str | os.PathLike,
     predictions: str | os.PathLike,
@@ -269,65 +317,21 @@ def evaluate(
     entries: list[dict] = []
     used: set = set()
     with contextlib.ExitStack() as stack:
-
-        def executor():
-            from hive_eval.execute import Executor
-
-            uri = config.pg_uri
-            if uri is None:
-                from hive_data.postgres import embedded_postgres
-
-                uri = stack.enter_context(embedded_postgres())
-            return stack.enter_context(
-                Executor(
-                    uri,
-                    databases=config.databases,
-                    seed=config.seed,
-                    timeout_ms=config.timeout_ms,
-                    prefix=f"hive_eval{os.getpid()}",
-                )
-            )
-
-        ctx = Context(compare=config.compare, executor_factory=executor)
+        ctx = Context(compare=config.compare, executor_factory=_executor_factory(config, stack))
+        rows = iter_rows(data, config.limit)
+        bar = tqdm(
+            rows, total=config.limit, desc="scoring", unit="row", file=sys.stderr, disable=not progress
+        )
         with atomic_file(out_dir / "predictions.jsonl") as fh:
-            bar = tqdm(
-                iter_rows(data, config.limit),
-                total=config.limit,
-                desc="scoring",
-                unit="row",
-                file=sys.stderr,
-                disable=not progress,
-            )
             for row in bar:
-                key = (
-                    ("id", str(row.id))
-                    if row.id is not None and ("id", str(row.id)) in preds
-                    else ("row", row.row)
-                )
-                pred = preds.get(key, (None, None))[0]
-                missing = key not in preds
+                entry, key = _score_row(row, preds, config, ctx)
                 used.add(key)
-                kind = kind_of(row, config.kind)
-                verdicts = score(kind, Case(row.gold, pred, row.schema, row.dialect), ctx)
-                if missing:
-                    verdicts["error"] = "no prediction"
-                entry = {"row": row.row, **({"id": row.id} if row.id is not None else {})}
-                entry.update(question=row.question, gold=row.gold, prediction=pred, kind=kind, **verdicts)
-                entry.update(row.groups)
-                entry["missing"] = missing
                 entries.append(entry)
                 fh.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
         loads = list(getattr(ctx._executor, "loads", []) or [])
     elapsed = time.perf_counter() - started
     summary = summarize(entries)
-    summary["counts"] = {
-        "rows": len(entries),
-        "missing": sum(e["missing"] for e in entries),
-        "gold_errors": sum(bool(e.get("error") and "gold query fails" in e["error"]) for e in entries),
-        "unmatched": len(set(preds) - used) if config.limit is None else 0,
-        "databases_loaded": len(loads),
-        "insert_statements_refused": sum(r.failed for r in loads),
-    }
+    summary["counts"] = _counts(entries, len(set(preds) - used) if config.limit is None else 0, loads)
     summary["config"] = {**asdict(config), "pg_uri": None if config.pg_uri is None else "(given)"}
     summary["inputs"] = {"data": str(data), "predictions": str(predictions), "run_dir": run_dir}
     summary["seconds"] = round(elapsed, 3)

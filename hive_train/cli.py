@@ -10,11 +10,49 @@ import warnings
 import click
 
 from hive_core.cli import cli_errors
+from hive_core.settings import click_options
 from hive_train import __version__
-from hive_train.config import ADAPTERS, ATTENTION, DTYPES, QUANTS, SCHEDULERS, VRAM_TIERS
+from hive_train.config import TrainConfig
 
-# click option name -> TrainConfig field (when they differ)
-RENAMES = {"learning_rate": "lr", "warmup": "warmup_ratio"}
+# The TrainConfig fields that are flags, in --help order: each flag's help, default, choices and
+# type come from the field's setting (hive_train/config.py).
+CLI_SETTINGS = (
+    "model",
+    "tokenizer",
+    "quant",
+    "adapter",
+    "rank",
+    "alpha",
+    "dropout",
+    "target_modules",
+    "epochs",
+    "max_steps",
+    "lr",
+    "weight_decay",
+    "warmup_ratio",
+    "lr_scheduler",
+    "max_grad_norm",
+    "batch_size",
+    "grad_accum",
+    "tokens_per_micro",
+    "tokens_per_step",
+    "seq",
+    "eval_every",
+    "save_every",
+    "log_every",
+    "keep_checkpoints",
+    "seed",
+    "vram",
+    "device",
+    "dtype",
+    "attention",
+    "gradient_checkpointing",
+    "compile",
+    "cuda_graphs",
+    "fast",
+    "keep_4bit",
+    "trust_remote_code",
+)
 
 
 def cache_bytecode(environ=os.environ) -> str | None:
@@ -60,82 +98,7 @@ def _free_gib() -> float | None:
     type=click.Path(dir_okay=False),
     help="Recipe YAML (its `train` section) or a hivellm expert manifest.json (schema 2.0).",
 )
-@click.option("--model", help="Base model: hub id or local directory. [default: Qwen/Qwen3-0.6B]")
-@click.option(
-    "--tokenizer", help="Tokenizer to copy into the run. [default: the one the shards were packed with]"
-)
-@click.option(
-    "--quant", type=click.Choice(QUANTS), help="Base weights: bitsandbytes NF4 (double quant) or none. [nf4]"
-)
-@click.option("--adapter", type=click.Choice(ADAPTERS), help="Adapter kind. [dora]")
-@click.option("--rank", type=int, help="Adapter rank. [12]")
-@click.option("--alpha", type=float, help="LoRA/DoRA alpha. [24]")
-@click.option("--dropout", type=float, help="Adapter dropout. [0]")
-@click.option("--target-modules", help="Comma-separated module names. [q/k/v/o_proj,up_proj,down_proj]")
-@click.option(
-    "--epochs",
-    type=float,
-    help="Epochs over the train split (fractions allowed); with --resume, more extends the run. [1]",
-)
-@click.option(
-    "--max-steps", type=int, help="Optimizer steps; wins over --epochs; with --resume, more extends the run."
-)
-@click.option("--lr", "learning_rate", type=float, help="Peak learning rate. [2e-4]")
-@click.option("--weight-decay", type=float, help="AdamW weight decay. [0]")
-@click.option("--warmup-ratio", "warmup", type=float, help="Fraction of steps with linear warmup. [0.03]")
-@click.option("--lr-scheduler", type=click.Choice(SCHEDULERS), help="Decay after warmup. [cosine]")
-@click.option("--max-grad-norm", type=float, help="Gradient clipping norm, 0 = off. [1.0]")
-@click.option("--batch-size", type=int, help="Rows per micro-batch. [16]")
-@click.option("--grad-accum", type=int, help="Micro-batches per optimizer step. [4]")
-@click.option("--tokens-per-micro", type=int, help="Build micro-batches by tokens instead of rows.")
-@click.option(
-    "--tokens-per-step", type=int, help="Accumulate micro-batches until a step holds this many tokens."
-)
-@click.option("--seq", type=int, help="Expected sequence length; must equal the shards' (checked).")
-@click.option(
-    "--eval-every", type=int, help="Validation loss every N steps (and at the end); 0 = end only. [200]"
-)
-@click.option("--save-every", type=int, help="Checkpoint every N steps (and at the end); 0 = end only. [500]")
-@click.option("--log-every", type=int, help="Write metrics every N steps. [1]")
-@click.option("--keep-checkpoints", type=int, help="Newest checkpoints kept. [2]")
-@click.option("--seed", type=int, help="Seed for data order and adapter init. [42]")
-@click.option(
-    "--vram", type=click.Choice(VRAM_TIERS), help="GPU memory preset in GB; auto reads free memory."
-)
-@click.option("--device", help="auto, cpu, cuda or cuda:N. [auto]")
-@click.option(
-    "--dtype", type=click.Choice(DTYPES), help="Compute dtype; auto = bf16 autocast on CUDA, fp32 on CPU."
-)
-@click.option("--attention", type=click.Choice(ATTENTION), help="Document-isolated attention backend. [auto]")
-@click.option(
-    "--gradient-checkpointing/--no-gradient-checkpointing",
-    default=None,
-    help="Recompute activations in backward.",
-)
-@click.option("--compile/--no-compile", default=None, help="torch.compile each decoder layer.")
-@click.option(
-    "--cuda-graphs/--no-cuda-graphs",
-    default=None,
-    help="Replay each step as one CUDA graph (default: wherever it applies; --cuda-graphs says why when it cannot).",
-)
-@click.option(
-    "--fast/--no-fast",
-    default=None,
-    help="Fast adapter path (default on): peft's DoRA/LoRA math with far fewer kernels; --no-fast runs peft's own layers.",
-)
-@click.option(
-    "--keep-4bit/--dequantize-once",
-    "keep_4bit",
-    default=None,
-    help="Keep NF4 base weights 4-bit and dequantize per use (least memory; the --vram 8 default) "
-    "or dequantize them once to the compute dtype (fastest; the default).",
-)
-@click.option(
-    "--trust-remote-code",
-    is_flag=True,
-    help="Allow a model or tokenizer that runs its own Python code (config auto_map); only this flag "
-    "turns it on, never a recipe.",
-)
+@click_options(TrainConfig, CLI_SETTINGS)
 @click.option(
     "--resume",
     is_flag=True,
@@ -179,14 +142,14 @@ def main(shards, output, config_path, resume, overwrite, stop_after, verify, gpu
 
         sys.exit(launch(gpus, sys.argv[1:]))
 
+    from hive_train.config_sources import resolve_config
     from hive_train.distributed import PeerFailed
     from hive_train.loop import train
-    from hive_train.recipe import resolve_config
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     # bitsandbytes logs at import that an optional CPU kernel package is absent: noise for users
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    flags = {RENAMES.get(k, k): v for k, v in options.items() if v is not None}
+    flags = {k: v for k, v in options.items() if v is not None}
     free = _free_gib() if flags.get("vram") == "auto" else None
     recorded, recorded_source = None, None
     if resume:  # the run's own configuration stands in for the defaults (its model, tokenizer, ...)

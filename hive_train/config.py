@@ -1,7 +1,7 @@
 """`TrainConfig`: every training setting and its default, in one place.
 
 Recipes (`pipelines/*.yaml`, section `train`), hivellm expert manifests, `--vram` presets and CLI
-flags only fill this dataclass (see `hive_train.recipe`); nothing else holds a default.
+flags only fill this dataclass (see `hive_train.config_sources`); nothing else holds a default.
 """
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hive_core.errors import ConfigError
+from hive_core.settings import check_value, setting, specs
 
 ADAPTERS = ("dora", "lora", "ia3")
 QUANTS = ("nf4", "none")
@@ -25,62 +26,125 @@ MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
 
 @dataclass
 class TrainConfig:
+    """Every training setting. Each field's `setting(...)` holds its help text, choices or range and
+    CLI flag (`hive_core.settings`): `hive-train --help`, YAML/flag coercion and `validate` read them."""
+
     # model and adapter
-    model: str = "Qwen/Qwen3-0.6B"
-    tokenizer: str | None = None  # default: the tokenizer named in the shards' manifest
-    quant: str = "nf4"  # bitsandbytes NF4 with double quantization, or "none"
-    adapter: str = "dora"
-    rank: int = 12
-    alpha: float = 24.0
+    model: str = setting("Qwen/Qwen3-0.6B", help="Base model: hub id or local directory.")
+    tokenizer: str | None = setting(
+        None, help="Tokenizer to copy into the run.", default_text="the one the shards were packed with"
+    )
+    quant: str = setting("nf4", help="Base weights: bitsandbytes NF4 (double quant) or none.", choices=QUANTS)
+    adapter: str = setting("dora", help="Adapter kind.", choices=ADAPTERS)
+    rank: int = setting(12, help="Adapter rank.", low=1, high=4096)
+    alpha: float = setting(24.0, help="LoRA/DoRA alpha.", low=0.0, high=1e6, low_open=True)
     # 0 by default: with dropout DoRA runs a second full base matmul on the dropped-out input
-    dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: list(QWEN_TARGETS))
+    dropout: float = setting(0.0, help="Adapter dropout.", low=0.0, high=1.0, high_open=True)
+    target_modules: list[str] = setting(
+        default_factory=lambda: list(QWEN_TARGETS), help="Comma-separated module names."
+    )
     # batching: rows per micro-batch x micro-batches per step, or token budgets (which win when set)
-    seq: int | None = None  # must equal the shards' seq; taken from the manifest when unset
-    batch_size: int = 16
-    grad_accum: int = 4
-    tokens_per_micro: int | None = None
-    tokens_per_step: int | None = None
+    seq: int | None = setting(  # taken from the manifest when unset
+        None, help="Expected sequence length; must equal the shards' (checked).", low=1, high=10**7
+    )
+    batch_size: int = setting(16, help="Rows per micro-batch.", low=1, high=1_000_000)
+    grad_accum: int = setting(4, help="Micro-batches per optimizer step.", low=1, high=1_000_000)
+    tokens_per_micro: int | None = setting(
+        None, help="Build micro-batches by tokens instead of rows.", low=1, high=10**9
+    )
+    tokens_per_step: int | None = setting(
+        None, help="Accumulate micro-batches until a step holds this many tokens.", low=1, high=10**12
+    )
     # optimisation
-    epochs: float = 1.0
-    max_steps: int | None = None
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.03
-    lr_scheduler: str = "cosine"
-    min_lr_ratio: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 42
+    epochs: float = setting(
+        1.0,
+        help="Epochs over the train split (fractions allowed); with --resume, more extends the run.",
+        low=0.0,
+        high=10_000.0,
+        low_open=True,
+    )
+    max_steps: int | None = setting(
+        None,
+        help="Optimizer steps; wins over --epochs; with --resume, more extends the run.",
+        low=1,
+        high=10_000_000,
+    )
+    lr: float = setting(2e-4, help="Peak learning rate.", low=0.0, high=1.0, low_open=True)
+    weight_decay: float = setting(0.0, help="AdamW weight decay.", low=0.0, high=1.0)
+    warmup_ratio: float = setting(
+        0.03, help="Fraction of steps with linear warmup.", low=0.0, high=1.0, high_open=True
+    )
+    lr_scheduler: str = setting("cosine", help="Decay after warmup.", choices=SCHEDULERS)
+    min_lr_ratio: float = setting(  # no flag: a recipe setting
+        0.0, help="Learning rate at the end of the decay, as a fraction of lr.", low=0.0, high=1.0
+    )
+    # None: no clipping (library callers; a recipe or flag says 0)
+    max_grad_norm: float | None = setting(
+        1.0, help="Gradient clipping norm, 0 = off.", low=0.0, high=1e9, note=" (0 = no clipping)"
+    )
+    seed: int = setting(42, help="Seed for data order and adapter init.", low=0, high=2**32 - 1)
     # runtime
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto: bfloat16 autocast on CUDA, float32 on CPU
-    attention: str = "auto"  # auto: flex on CUDA, SDPA with a block-diagonal mask on CPU
-    gradient_checkpointing: bool = False
-    compile: bool = False
-    # replay each step's forward and backward as one CUDA graph (hive_train/graphs.py);
-    # None: wherever it applies (CUDA, varlen attention, no checkpointing; `graphs.graph_eligibility`)
-    cuda_graphs: bool | None = None
-    # fast adapter path (hive_train/fast.py): same math as peft's DoRA/LoRA layers, far fewer kernels
-    fast: bool = True
+    device: str = setting("auto", help="auto, cpu, cuda or cuda:N.")
+    dtype: str = setting(
+        "auto", help="Compute dtype; auto = bf16 autocast on CUDA, fp32 on CPU.", choices=DTYPES
+    )
+    attention: str = setting(  # auto: flex on CUDA, SDPA with a block-diagonal mask on CPU
+        "auto", help="Document-isolated attention backend.", choices=ATTENTION
+    )
+    gradient_checkpointing: bool = setting(False, help="Recompute activations in backward.")
+    compile: bool = setting(False, help="torch.compile each decoder layer.")
+    # replay each step's forward and backward as one CUDA graph (hive_train/cuda_graphs.py);
+    # None: wherever it applies (CUDA, varlen attention, no checkpointing; `cuda_graphs.graph_eligibility`)
+    cuda_graphs: bool | None = setting(
+        None,
+        help="Replay each step as one CUDA graph (default: wherever it applies; --cuda-graphs says why "
+        "when it cannot).",
+    )
+    # fast adapter path (hive_train/fast_adapters.py): same math as peft's DoRA/LoRA layers, far fewer kernels
+    fast: bool = setting(
+        True,
+        help="Fast adapter path: peft's DoRA/LoRA math with far fewer kernels; --no-fast runs peft's own "
+        "layers.",
+    )
     # keep the base weights 4-bit in memory and dequantize per use (the 8 GB tier) instead of once
-    keep_4bit: bool = False
-    vram: str | None = None  # a --vram preset; None = no preset
+    keep_4bit: bool = setting(
+        False,
+        off_flag="--dequantize-once",
+        help="Keep NF4 base weights 4-bit and dequantize per use (least memory; the --vram 8 default) "
+        "or dequantize them once to the compute dtype (fastest).",
+    )
+    vram: str | None = setting(  # None = no preset
+        None, help="GPU memory preset in GB; auto reads free memory.", choices=VRAM_TIERS, int_as_str=True
+    )
     # a model or tokenizer that needs its own Python code (config `auto_map`) is refused unless True
-    trust_remote_code: bool = False
+    trust_remote_code: bool = setting(
+        False,
+        flag_only=True,
+        help="Allow a model or tokenizer that runs its own Python code (config auto_map); only this flag "
+        "turns it on, never a recipe.",
+    )
     # cadence
-    eval_every: int = 200
-    save_every: int = 500
-    log_every: int = 1
-    keep_checkpoints: int = 2
-    # decoding settings carried into the run directory for inference
-    decoding: dict = field(default_factory=lambda: {"temperature": 0.7, "top_p": 0.8, "top_k": 20})
+    eval_every: int = setting(
+        200, help="Validation loss every N steps (and at the end); 0 = end only.", low=0, high=10**9
+    )
+    save_every: int = setting(
+        500, help="Checkpoint every N steps (and at the end); 0 = end only.", low=0, high=10**9
+    )
+    log_every: int = setting(1, help="Write metrics every N steps.", low=1, high=10**9)
+    keep_checkpoints: int = setting(2, help="Newest checkpoints kept.", low=1, high=10**6)
+    # decoding settings carried into the run directory for inference (checked by `DECODING_RANGES`)
+    decoding: dict = setting(
+        default_factory=lambda: {"temperature": 0.7, "top_p": 0.8, "top_k": 20},
+        help="Decoding settings written to generation_config.json (temperature, top_p, top_k, ...).",
+    )
 
     def validate(self, sources: dict[str, dict] | None = None) -> TrainConfig:
         """Raise `ConfigError` for values no run could use; returns self.
 
         `sources` maps a field name (or `decoding.KEY`) to where its value came from, as `HiveError`
         location keywords (`{"file": "--lr"}`, or the recipe's file, line and column), so the error
-        names the flag or the recipe line rather than `<input>`.
+        names the flag or the recipe line rather than `<input>`. Choices, ranges and bool kinds come
+        from the fields' settings (`hive_core.settings.check_value`); the checks below are the rest.
         """
         sources = sources or {}
 
@@ -89,53 +153,22 @@ class TrainConfig:
             where = sources.get(name) or sources.get(name.split(".")[0]) or {}
             raise ConfigError(f"{name} {why} (got {value!r})", **where)
 
-        for name, choices in (
-            ("adapter", ADAPTERS),
-            ("quant", QUANTS),
-            ("lr_scheduler", SCHEDULERS),
-            ("attention", ATTENTION),
-            ("dtype", DTYPES),
-        ):
-            if getattr(self, name) not in choices:
-                bad(name, f"must be one of {', '.join(choices)}")
-        if self.vram is not None and str(self.vram) not in VRAM_TIERS:
-            bad("vram", f"must be one of {', '.join(VRAM_TIERS)}")
+        for name, spec in specs(TrainConfig).items():
+            why = check_value(spec, getattr(self, name))
+            if why:
+                bad(name, why)
         if not isinstance(self.model, str) or not self.model.strip():
             bad("model", "must be a hub id or a local directory")
         if self.tokenizer is not None and (not isinstance(self.tokenizer, str) or not self.tokenizer.strip()):
             bad("tokenizer", "must be a hub id or a local directory")
         if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             bad("device", "must be auto, cpu, cuda or cuda:N")
-        for name, (low, high) in INT_RANGES.items():
-            value = getattr(self, name)
-            if value is None and name in OPTIONAL_INTS:
-                continue
-            if not _is_int(value) or not low <= value <= high:
-                bad(name, f"must be an integer in [{low}, {high}]")
-        for name, (low, high, low_open, high_open) in FLOAT_RANGES.items():
-            value = getattr(self, name)
-            if value is None and name == "max_grad_norm":  # library callers: None = no clipping
-                continue
-            if (
-                not _is_number(value)
-                or value < low
-                or value > high
-                or (low_open and value == low)
-                or (high_open and value == high)
-            ):
-                interval = f"{'(' if low_open else '['}{_num(low)}, {_num(high)}{')' if high_open else ']'}"
-                bad(name, f"must be a number in {interval}{FLOAT_NOTES.get(name, '')}")
         if (
             not isinstance(self.target_modules, list)
             or not self.target_modules
             or not all(isinstance(m, str) and re.fullmatch(r"[\w.\-]+", m) for m in self.target_modules)
         ):
             bad("target_modules", "must be a non-empty list of module names")
-        for name in ("gradient_checkpointing", "compile", "fast", "keep_4bit", "trust_remote_code"):
-            if not isinstance(getattr(self, name), bool):
-                bad(name, "must be true or false")
-        if self.cuda_graphs is not None and not isinstance(self.cuda_graphs, bool):
-            bad("cuda_graphs", "must be true, false or unset")
         if not isinstance(self.decoding, dict):
             bad("decoding", "must be a mapping (temperature, top_p, top_k, ...)")
         for key, value in self.decoding.items():
@@ -151,51 +184,12 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-
-# Ranges every run is held to (`TrainConfig.validate`). The upper bounds are far beyond any useful
-# value and keep an absurd one (a typo, 1e30) from running: lr > 1 moves each adapter weight by
-# about 1 per AdamW step, and DoRA's normalisation keeps the loss finite however large the adapter
-# grows, so such a run would otherwise finish with garbage weights.
-INT_RANGES = {
-    "rank": (1, 4096),
-    "batch_size": (1, 1_000_000),
-    "grad_accum": (1, 1_000_000),
-    "log_every": (1, 10**9),
-    "keep_checkpoints": (1, 10**6),
-    "eval_every": (0, 10**9),
-    "save_every": (0, 10**9),
-    "tokens_per_micro": (1, 10**9),
-    "tokens_per_step": (1, 10**12),
-    "max_steps": (1, 10_000_000),
-    "seq": (1, 10**7),
-    "seed": (0, 2**32 - 1),
-}
-OPTIONAL_INTS = ("tokens_per_micro", "tokens_per_step", "max_steps", "seq")
-# name -> (low, high, low excluded, high excluded)
-FLOAT_RANGES = {
-    "alpha": (0.0, 1e6, True, False),
-    "dropout": (0.0, 1.0, False, True),
-    "epochs": (0.0, 10_000.0, True, False),
-    "lr": (0.0, 1.0, True, False),
-    "weight_decay": (0.0, 1.0, False, False),
-    "warmup_ratio": (0.0, 1.0, False, True),
-    "min_lr_ratio": (0.0, 1.0, False, False),
-    "max_grad_norm": (0.0, 1e9, False, False),
-}
-FLOAT_NOTES = {"max_grad_norm": " (0 = no clipping)"}
-
-
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 # decoding key -> (check, what it must be): what `generation_config.json` may carry
@@ -208,20 +202,6 @@ DECODING_RANGES = {
     "max_new_tokens": (lambda v: _is_int(v) and 1 <= v <= 10**7, "an integer in [1, 10000000]"),
     "do_sample": (lambda v: isinstance(v, bool), "true or false"),
 }
-
-
-def field_kind(name: str) -> str:
-    """The value kind a field accepts: int, float, str, bool, list, dict (used to coerce flags and YAML)."""
-    default = FIELDS[name].default
-    if FIELDS[name].default_factory is not dataclasses.MISSING:
-        default = FIELDS[name].default_factory()
-    annotation = str(FIELDS[name].type)
-    for kind in ("bool", "float", "int", "list", "dict"):
-        if annotation.startswith(kind):
-            return kind
-    if default is not None and not isinstance(default, str):
-        return type(default).__name__
-    return "str"
 
 
 # --vram presets for Qwen3-0.6B-sized models at seq 2048: rows per micro-batch, gradient

@@ -144,7 +144,7 @@ class MicroBatch:
     doc_lengths: np.ndarray  # real documents only, for the attention FLOP count
     rows: np.ndarray
     padding: int = 0  # trailing pad tokens (their own document, no loss) added for a fixed shape
-    # (n,) float32, 0 for loss positions added to reach a fixed count (`hive_train.graphs`); None: all 1
+    # (n,) float32, 0 for loss positions added to reach a fixed count (`hive_train.cuda_graphs`); None: all 1
     loss_weights: torch.Tensor | None = None
 
     @property

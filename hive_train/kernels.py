@@ -4,7 +4,7 @@
   Unlike Liger's SwiGLU it never writes into its saved inputs during backward: the `up` projection's
   output is also saved by the DoRA layer (for the magnitude gradient) and must stay intact.
 - `dora_output(y0, xa, b, g)` and `dora_grads(dy, y, g)`: the element-wise ends of a DoRA layer
-  (`hive_train.fast`), one pass each. Forward: y = g ⊙ (y0 + xa·bᵀ) with the sum and the scale in
+  (`hive_train.fast_adapters`), one pass each. Forward: y = g ⊙ (y0 + xa·bᵀ) with the sum and the scale in
   float32 and a single rounding, where y0 = x·Wᵀ is the plain base matmul (the same bf16 numbers
   as peft's base result, so no g ⊙ W copy of the weights is rounded to bf16). Backward: g ⊙ dy for
   the input gradient and the per-column sums Σ_t dy·y for the magnitude gradient, deterministic

@@ -13,6 +13,7 @@ import json
 import os
 import resource
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,53 @@ def peak_memory_gb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**30
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**30 if sys.platform == "darwin" else rss / 2**20
+
+
+def gpu_total_gib(device: torch.device) -> float | None:
+    """Total memory of the GPU in GiB (for the out-of-memory advice); None off CUDA."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).total_memory / 2**30
+
+
+def log_record(
+    *,
+    step: int,
+    epoch: float,
+    loss: float,
+    lr: float,
+    grad_norm: float,
+    tokens: int,
+    step_tokens: int,
+    loss_tokens: int,
+    step_time: float,
+    flops: float,
+    peak: float | None,
+    device: torch.device,
+    started: float,
+) -> dict:
+    """One line of `metrics.jsonl` for optimizer step `step` (1-based); `val_loss` is filled by the
+    loop on evaluation steps. `tokens` counts every token trained on so far, `flops` is the step's
+    nominal FLOPs (`step_flops`), `peak` the FLOP/s of all GPUs (None: no MFU), `started` the
+    run's start (time.perf_counter())."""
+    return {
+        "step": step,
+        "epoch": round(epoch, 4),
+        "loss": loss,
+        "val_loss": None,
+        "lr": lr,
+        "grad_norm": grad_norm,
+        "tokens": tokens,
+        "step_tokens": step_tokens,
+        "loss_tokens": loss_tokens,
+        "tokens_per_s": step_tokens / step_time,
+        "step_time": step_time,
+        "nominal_flops": flops,
+        "mfu": flops / step_time / peak if peak else None,
+        "peak_mem_gb": round(peak_memory_gb(device), 3),
+        "elapsed_s": round(time.perf_counter() - started, 3),
+        "wall_time": time.time(),
+    }
 
 
 class MetricsLog:

@@ -22,7 +22,10 @@ from urllib.parse import urlparse
 
 import torch
 
+from hive_core import tokenizer as hive_tokenizer
 from hive_core.errors import TrainError
+from hive_core.tokenizer import has_tokenizer_files, tokenizer_info
+from hive_data.shards import ShardManifest
 from hive_train import attention
 from hive_train.config import MLP_MODULES, TrainConfig
 
@@ -166,7 +169,7 @@ def read_model_info(name: str, trust_remote_code: bool = False) -> ModelInfo:
 
 def check_fit(
     info: ModelInfo,
-    manifest: dict,
+    manifest: ShardManifest,
     *,
     seq: int,
     manifest_path: str,
@@ -183,15 +186,16 @@ def check_fit(
             "re-pack with a smaller --seq",
             file=manifest_path,
         )
-    tok = manifest.get("tokenizer") or {}
+    tok = manifest.tokenizer
+    packed_with = str(tok.name_or_path) if tok.given("name_or_path") else "?"
     for key in ("vocab_size", "pad_id", "eos_id"):
-        value = tok.get(key)
+        value = getattr(tok, key)
         limit = info.vocab_size if key != "vocab_size" else info.vocab_size + 1
         if isinstance(value, int) and value >= limit:
             what = "vocabulary size" if key == "vocab_size" else key
             raise TrainError(
                 f"the shards' tokenizer {what} {value} does not fit the model's {info.vocab_size} embeddings "
-                f"({tok.get('name_or_path', '?')} vs {info.name})",
+                f"({packed_with} vs {info.name})",
                 file=manifest_path,
             )
     if max_token_id is not None and max_token_id >= info.vocab_size:
@@ -199,7 +203,7 @@ def check_fit(
             f"the shards use token id {max_token_id} but the model has only {info.vocab_size} embeddings",
             file=manifest_path,
         )
-    eos = tok.get("eos_id")
+    eos = tok.eos_id
     if isinstance(eos, int) and info.eos_ids and eos not in info.eos_ids:
         notes.append(
             f"the shards end turns with token {eos}; the model's config says eos {list(info.eos_ids)}"
@@ -211,53 +215,39 @@ def check_fit(
             "eos_id": tokenizer.eos_token_id,
         }
         for key, value in mine.items():
-            if key in tok and tok[key] != value:
+            if tok.given(key) and getattr(tok, key) != value:
                 raise TrainError(
                     f"tokenizer does not match the shards' tokenizer: {key} {value} here, "
-                    f"{tok[key]} in the manifest (packed with {tok.get('name_or_path', '?')})",
+                    f"{getattr(tok, key)} in the manifest (packed with {packed_with})",
                     file=tokenizer_source,
                 )
-        if tokenizer_sha256 and tok.get("sha256") and tokenizer_sha256 != tok["sha256"]:
+        if tokenizer_sha256 and tok.sha256 and tokenizer_sha256 != tok.sha256:
             raise TrainError(
                 "tokenizer content differs from the one the shards were packed with (sha256); "
-                f"pass the packing tokenizer ({tok.get('name_or_path', '?')}) or re-pack",
+                f"pass the packing tokenizer ({packed_with}) or re-pack",
                 file=tokenizer_source,
             )
     return notes
 
 
 def tokenizer_sha256(tokenizer) -> str | None:
-    """The content hash `hive-data pack` records for a tokenizer (None if pack is unavailable)."""
-    try:
-        from hive_data.pack import tokenizer_info
-    except ImportError:
-        return None
+    """The content hash `hive-data pack` records for a tokenizer (`hive_core.tokenizer.tokenizer_info`)."""
     return tokenizer_info(tokenizer).get("sha256")
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-
-
-def has_tokenizer_files(source: str) -> bool:
-    return Path(source).is_dir() and any((Path(source) / name).is_file() for name in TOKENIZER_FILES)
-
-
 def load_tokenizer(source: str, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
-
     if Path(source).is_dir() and not has_tokenizer_files(source):
         raise TrainError("no tokenizer files in this directory", file=source)
     try:
-        return AutoTokenizer.from_pretrained(
-            source, trust_remote_code=trust_remote_code, **_hub_kwargs(source)
-        )
-    except Exception as err:  # a damaged tokenizer.json raises the tokenizers library's bare Exception
-        if _remote_code_refused(err):
+        return hive_tokenizer.load_tokenizer(source, trust_remote_code, **_hub_kwargs(source))
+    except hive_tokenizer.TokenizerLoadError as err:
+        if err.remote_code:
             raise TrainError(f"tokenizer {REMOTE_CODE}", file=source) from None
         missing = _not_found(source, "tokenizer")
         if missing is not None:
             raise missing from None
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        cause = str(err.cause).strip()
+        first = cause.splitlines()[0] if cause else type(err.cause).__name__
         raise TrainError(f"cannot load tokenizer ({first})", file=source) from None
 
 
@@ -430,7 +420,7 @@ def load_model(cfg: TrainConfig, device: torch.device, dtype: torch.dtype):
             param.data = param.data.float()
     model.hive_fast = None
     if cfg.fast and cfg.adapter in ("lora", "dora") and cfg.dropout == 0:
-        from hive_train.fast import FastAdapters
+        from hive_train.fast_adapters import FastAdapters
 
         model.hive_fast = FastAdapters.install(
             model, keep_4bit=cfg.keep_4bit or cfg.quant == "none", dtype=dtype

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hive_core.errors import ConfigError, RecordError
-from hive_data.dataset import iter_output, normalize_dataset, rejects_path
+from hive_data.normalize_rows import iter_output, normalize_dataset, rejects_path
 from hive_data.records import row_to_messages
 
 

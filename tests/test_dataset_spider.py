@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from hive_data.dataset import STEPS, iter_output, normalize_dataset, rejects_path
+from hive_data.normalize_rows import STEPS, iter_output, normalize_dataset, rejects_path
 from hive_data.verify import ExplainVerifier
 
 

@@ -7,8 +7,8 @@ import shutil
 from click.testing import CliRunner
 
 from hive_data.cli import main
-from hive_data.cli_normalize import normalize_sql_path
 from hive_data.ddl import normalize_ddl
+from hive_data.ddl.files import normalize_sql_path
 
 
 def run(*args):

@@ -12,7 +12,7 @@ pytest.importorskip("bitsandbytes")
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig, Qwen3Config, Qwen3ForCausalLM  # noqa: E402
 
-from hive_train.fast import install_fast_adapters, linear_cross_entropy_sum  # noqa: E402
+from hive_train.fast_adapters import install_fast_adapters, linear_cross_entropy_sum  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
 

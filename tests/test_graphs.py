@@ -1,4 +1,4 @@
-"""The fixed shapes behind CUDA-graph steps (hive_train/graphs.py), checked on the CPU.
+"""The fixed shapes behind CUDA-graph steps (hive_train/cuda_graphs.py), checked on the CPU.
 
 The capture and replay need a GPU (the device benchmark runs them); what they rest on runs here:
 every micro-batch of a schedule fits the planned shape, and the padded batch gives the loss and
@@ -17,15 +17,15 @@ from test_train_equivalence import grads, make_model, zero
 from test_train_helpers import make_documents, packed_table
 
 from hive_train.config import TrainConfig
-from hive_train.data import build_schedule, flatten
-from hive_train.graphs import (
+from hive_train.cuda_graphs import (
     empty_micro_batch,
     graph_eligibility,
     micro_batches_per_step,
     pad_static,
     static_shape,
 )
-from hive_train.loop import micro_loss
+from hive_train.data import build_schedule, flatten
+from hive_train.loss import micro_loss
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hive_data.packing import (
+from hive_data.binpack import (
     best_fit_decreasing,
     exact_fit_first,
     length_histogram,

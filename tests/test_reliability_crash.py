@@ -52,7 +52,7 @@ def pause(name):
         os.replace(MARK + ".tmp", MARK)
         time.sleep(300)
 
-import hive_data.dataset, hive_data.pack, hive_data.records, hive_data.shards
+import hive_data.normalize_rows, hive_data.pack, hive_data.records, hive_data.shards
 
 def counting(fn, phase, at):
     calls = [0]
@@ -73,12 +73,12 @@ def reading(fn):
     return wrapper
 
 hive_data.records.iter_records = reading(hive_data.records.iter_records)
-hive_data.dataset.iter_records = reading(hive_data.dataset.iter_records)
+hive_data.normalize_rows.iter_records = reading(hive_data.normalize_rows.iter_records)
 # (wrapped only when needed: with worker processes these functions are pickled by name)
 if PHASE == "tokenize":
     hive_data.pack._encode_task = counting(hive_data.pack._encode_task, "tokenize", 2)
 if PHASE == "work":
-    hive_data.dataset._work = counting(hive_data.dataset._work, "work", 3)
+    hive_data.normalize_rows._work = counting(hive_data.normalize_rows._work, "work", 3)
 hive_data.shards.ShardWriter.write = counting(hive_data.shards.ShardWriter.write, "shards", 2)
 def packing(fn):
     def wrapper(*args, **kwargs):

@@ -254,7 +254,7 @@ def snapshot(root: Path) -> set[str]:
 
 def test_rows_that_look_like_paths_write_nothing_outside_the_outputs(tmp_path):
     """Row values are data, never paths: pack and normalize write their outputs and nothing else."""
-    from hive_data.dataset import normalize_dataset
+    from hive_data.normalize_rows import normalize_dataset
 
     work = tmp_path / "work"
     work.mkdir()
@@ -284,7 +284,7 @@ def test_rows_that_look_like_paths_write_nothing_outside_the_outputs(tmp_path):
 
 
 def test_schema_keys_cannot_climb_out_of_the_schema_dir(tmp_path):
-    from hive_data.dataset import normalize_dataset
+    from hive_data.normalize_rows import normalize_dataset
 
     schemas = tmp_path / "schemas"
     schemas.mkdir()
@@ -413,7 +413,7 @@ def test_sql_with_side_effects_is_only_ever_planned(pg_uri, tmp_path):
     would call server-side file functions or sleep: nothing happens, nothing hangs."""
     import psycopg
 
-    from hive_data.dataset import normalize_dataset
+    from hive_data.normalize_rows import normalize_dataset
 
     marker = tmp_path / "COPY_PROGRAM_RAN"
     exported = tmp_path / "exported"

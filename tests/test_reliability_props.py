@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from hive_core.errors import DDLError, RecordError
+from hive_data.binpack import best_fit_decreasing, exact_fit_first, pack_documents, refine, shuffle_rows
 from hive_data.ddl import normalize_ddl
-from hive_data.packing import best_fit_decreasing, exact_fit_first, pack_documents, refine, shuffle_rows
 from hive_data.records import FORMATS, iter_records, row_to_messages
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -287,7 +287,7 @@ def test_readers_take_any_bytes(tmp_path_factory, blob, suffix):
 @fuzz(25)
 @given(lines=LINES.filter(lambda ls: any(ls)))
 def test_normalize_dataset_accounts_for_every_row(tmp_path_factory, lines):
-    from hive_data.dataset import NothingKept, normalize_dataset
+    from hive_data.normalize_rows import NothingKept, normalize_dataset
 
     base = tmp_path_factory.mktemp("norm")
     src = write_lines(base / "rows.jsonl", lines)

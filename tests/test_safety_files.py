@@ -186,7 +186,7 @@ def test_normalize_sql_directory_onto_itself_or_inside_it(tmp_path):
 
 
 def test_library_callers_are_protected_too(gretel, tmp_path):
-    from hive_data.dataset import normalize_dataset
+    from hive_data.normalize_rows import normalize_dataset
     from hive_data.pack import pack_dataset
 
     before = snapshot(gretel.parent)

@@ -25,7 +25,7 @@ from click.testing import CliRunner
 
 from hive_core.errors import ConfigError
 from hive_data.cli import main as cli
-from hive_data.dataset import iter_output, normalize_dataset
+from hive_data.normalize_rows import iter_output, normalize_dataset
 from hive_data.pack import describe, pack_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -216,7 +216,7 @@ def test_unguarded_script_calling_normalize_dataset(tmp_path):
     script.write_text(
         textwrap.dedent(
             """
-            from hive_data.dataset import normalize_dataset
+            from hive_data.normalize_rows import normalize_dataset
 
             summary = normalize_dataset("rows.jsonl", "out.jsonl", num_proc=2, progress=False)
             print("rows out", summary.rows_out)

@@ -146,7 +146,7 @@ def test_yaml_aliases_are_limited(tmp_path):
         run(tmp_path / "no-shards", "-o", tmp_path / "run", "--config", recipe, *BASE), "YAML aliases"
     )
     assert line.startswith(f"error: {recipe}:4:"), line
-    from hive_train.recipe import resolve_config
+    from hive_train.config_sources import resolve_config
 
     few = write(tmp_path / "few.yaml", "train:\n  model: &m some/model\n  tokenizer: *m\n")
     assert resolve_config(few, {})[0].tokenizer == "some/model"

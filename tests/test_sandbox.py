@@ -166,7 +166,7 @@ def test_closing_drops_the_role_and_its_schemas(pg_uri):
 
 
 def _normalize(tmp_path: Path, rows: list[dict], **options):
-    from hive_data.dataset import normalize_dataset
+    from hive_data.normalize_rows import normalize_dataset
 
     src = tmp_path / "rows.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -9,7 +9,7 @@ import pytest
 from hive_data.shards import rows_to_batch
 from hive_train.config import TrainConfig
 from hive_train.data import RowTable, build_schedule, epoch_order, eval_batches, flatten, plan_epoch
-from hive_train.loop import lr_at
+from hive_train.optim import lr_at
 
 
 def table_of(rows):

@@ -25,11 +25,11 @@ from safetensors.torch import load_file
 from test_train_helpers import ROOT, TINY_MODEL, TOKENIZER, write_shards
 
 from hive_data.shards import open_shards
+from hive_train.config_sources import resolve_config
 from hive_train.data import RowTable, build_schedule, flatten, shard_micro_batches
 from hive_train.distributed import strip_gpus
 from hive_train.loop import train
 from hive_train.metrics import read_metrics
-from hive_train.recipe import resolve_config
 
 # 46 documents pack into 13 rows of 96 tokens
 BASE = dict(

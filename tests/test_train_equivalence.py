@@ -20,7 +20,7 @@ from test_train_helpers import TINY_MODEL, make_documents, packed_table
 from hive_train.attention import block_diagonal_mask
 from hive_train.config import TrainConfig
 from hive_train.data import flatten
-from hive_train.loop import evaluate, forward_backward, micro_loss
+from hive_train.loss import evaluate, forward_backward, micro_loss
 from hive_train.model import load_model, trainable_state
 
 DEVICE = torch.device("cpu")

@@ -10,7 +10,7 @@ import pytest
 from hive_core.errors import ConfigError
 from hive_core.recipe import SECTIONS, check_keys, load_recipe
 from hive_train.config import VRAM_PRESETS, TrainConfig, apply_vram_preset, auto_vram_tier
-from hive_train.recipe import load_hivellm_manifest, resolve_config
+from hive_train.config_sources import load_hivellm_manifest, resolve_config
 
 PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 QKVO_UD = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]

@@ -196,7 +196,7 @@ def test_other_adapters_train_and_round_trip(adapter, shards, tmp_path):
 
 
 def test_resume_is_exact_on_the_fast_adapter_path(shards, tmp_path):
-    """dropout 0 routes DoRA through hive_train.fast, whose prepared weights must follow a resume."""
+    """dropout 0 routes DoRA through hive_train.fast_adapters, whose prepared weights must follow a resume."""
     cfg = config(dropout=0.0, eval_every=0, save_every=0)
     whole = train(cfg, shards, tmp_path / "whole", progress=False)
     assert whole.model.hive_fast is not None and whole.model.hive_fast.layers

@@ -83,7 +83,7 @@ def clean_text(text: str) -> str:
     return text
 
 
-def split_statements(text: str, read: str = "") -> list[Statement]:
+def split_statements(text: str, read: str = "") -> list[Statement]:  # long: one lexer pass, shared cursor
     """Split a script into statements (see the module docstring for the conventions understood).
 
     `read` tunes the lexical details that differ by dialect: backslash escapes in strings and `#`

@@ -258,7 +258,7 @@ def install_fast_adapters(model: nn.Module, *, keep_4bit: bool, dtype: torch.dty
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
-    # No value is read back to the host, so CUDA graphs can capture it (`hive_train.graphs`).
+    # No value is read back to the host, so CUDA graphs can capture it (`hive_train.cuda_graphs`).
     @staticmethod
     def forward(ctx, hidden, weight, targets, weights, chunk):
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from hive_train.data import MicroBatch, RowTable, micro_capacity
+from hive_train.loss import micro_loss
 
 
 @dataclass(frozen=True)
@@ -184,8 +185,6 @@ class GraphedStep:
         self.loss: torch.Tensor | None = None
 
     def _forward_backward(self) -> torch.Tensor:
-        from hive_train.loop import micro_loss
-
         total = None
         for batch in self.inputs:  # activations of one micro-batch are freed before the next
             loss = micro_loss(self.model, batch, self.backend)
@@ -238,3 +237,13 @@ class GraphedStep:
             self._capture()
         self.graph.replay()
         return self.loss
+
+    def reset(self) -> None:
+        """Forget a failed capture so the run can go on eagerly: gradients set to None, the
+        adapters' prepared tensors recomputed on next use, the graph's inputs and memory released."""
+        torch.cuda.synchronize()
+        for p in self.params:
+            p.grad = None
+        self.model.hive_fast.mark_stale()
+        self.inputs, self.loss = [], None
+        torch.cuda.empty_cache()

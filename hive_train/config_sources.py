@@ -13,15 +13,12 @@ import json
 import os
 from pathlib import Path
 
+from hive_core import settings
 from hive_core.errors import ConfigError
 from hive_core.recipe import check_keys, load_recipe
-from hive_train.config import (
-    FIELDS,
-    TrainConfig,
-    apply_vram_preset,
-    auto_vram_tier,
-    field_kind,
-)
+from hive_train.config import TrainConfig, apply_vram_preset, auto_vram_tier
+
+FIELDS = settings.specs(TrainConfig)  # field name -> its Spec (kind, default, flag, range)
 
 # hivellm manifest `training.config` key -> TrainConfig field
 MANIFEST_KEYS = {
@@ -43,52 +40,7 @@ DECODING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty",
 
 def coerce(name: str, value, where: dict | None = None):
     """Check and convert one value for TrainConfig field `name`; ConfigError (located) if it cannot be."""
-    where = where or {}
-    kind = field_kind(name)
-
-    def bad(expected: str):
-        raise ConfigError(f"{name} must be {expected}, got {value!r}", **where)
-
-    if value is None:
-        if FIELDS[name].default is None:
-            return None
-        bad(f"a {kind}")
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        bad("true or false")
-    if kind == "int":
-        if isinstance(value, bool):
-            bad("an integer")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
-        bad("an integer")
-    if kind == "float":
-        if isinstance(value, bool):
-            bad("a number")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            bad("a number")
-    if kind == "list":
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-            return list(value)
-        bad("a list of names")
-    if kind == "dict":
-        if isinstance(value, dict):
-            return dict(value)
-        bad("a mapping")
-    if name == "vram" and isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return value
-    bad("a string")
+    return settings.coerce(FIELDS[name], value, where)
 
 
 def load_yaml_train(path: str | os.PathLike) -> dict:
@@ -218,7 +170,7 @@ def resolve_config(
     for key, value in flags.items():
         if key not in FIELDS:
             raise ConfigError(f"unknown option {key!r}")
-        sources[key] = {"file": f"--{key.replace('_', '-')}"}
+        sources[key] = {"file": FIELDS[key].option}
         values[key] = coerce(key, value, sources[key])
         if key == "decoding":
             sources.update({f"decoding.{sub}": sources[key] for sub in values[key]})
