@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
+from train_helpers import write_shards
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -41,3 +43,16 @@ def corpora() -> Path:
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+# Small trainer shards (24 + 4 documents at seq 96), built once per module; each test gets a copy.
+@pytest.fixture(scope="module")
+def good_shards(tmp_path_factory):
+    return write_shards(tmp_path_factory.mktemp("shards") / "good", seq=96, train_docs=24, val_docs=4)
+
+
+@pytest.fixture
+def shards(good_shards, tmp_path):
+    copy = tmp_path / "shards"
+    shutil.copytree(good_shards, copy)
+    return copy

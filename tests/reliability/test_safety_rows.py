@@ -28,7 +28,7 @@ from hive_data.cli import main as cli
 from hive_data.normalize_rows import iter_output, normalize_dataset
 from hive_data.pack import describe, pack_dataset
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKENIZER = ROOT / "fixtures" / "tokenizer"
 MEMORY_LIMIT = 3 * 1024**3  # the address space a hostile row must fit in
 

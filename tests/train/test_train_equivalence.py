@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_train_helpers import TINY_MODEL, make_documents, packed_table
+from train_helpers import TINY_MODEL, make_documents, packed_table
 
 from hive_train.attention import block_diagonal_mask
 from hive_train.config import TrainConfig

@@ -33,7 +33,7 @@ from hive_core.atomic import remove_stale
 from hive_core.errors import ShardError
 from hive_data.shards import open_shards
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKENIZER = str(ROOT / "fixtures" / "tokenizer")
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
 ENV.pop("HIVE_DEBUG", None)

@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from test_train_helpers import ROOT, TINY_MODEL, TOKENIZER, write_shards
+from train_helpers import ROOT, TINY_MODEL, TOKENIZER, write_shards
 
 from hive_data.shards import open_shards
 from hive_train.config_sources import resolve_config

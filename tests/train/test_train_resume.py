@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from test_train_helpers import TINY_MODEL, TOKENIZER, write_shards
+from train_helpers import TINY_MODEL, TOKENIZER, write_shards
 
 from hive_core.errors import TrainError
 from hive_train import checkpoint

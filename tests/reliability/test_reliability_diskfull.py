@@ -23,7 +23,7 @@ import pytest
 
 from hive_data.shards import open_shards
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKENIZER = str(ROOT / "fixtures" / "tokenizer")
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 ENV.pop("HIVE_DEBUG", None)

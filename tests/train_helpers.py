@@ -12,7 +12,7 @@ import numpy as np
 
 from hive_data.shards import FORMAT, FORMAT_VERSION, ShardWriter, rows_to_batch, write_manifest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = ROOT / "fixtures" / "tiny-qwen3"
 TOKENIZER = ROOT / "fixtures" / "tokenizer"
 
@@ -108,3 +108,17 @@ def write_shards(
     }
     write_manifest(directory, manifest)
     return directory
+
+
+def conversations(n: int) -> list[dict]:
+    """n small text-to-SQL conversations in the messages format (five tables, distinct answers)."""
+    return [
+        {
+            "messages": [
+                {"role": "system", "content": f"Schema:\nCREATE TABLE t{i % 5} (id INT, name TEXT);"},
+                {"role": "user", "content": f"question number {i} about names"},
+                {"role": "assistant", "content": f"SELECT name FROM t{i % 5} WHERE id = {i}"},
+            ]
+        }
+        for i in range(n)
+    ]

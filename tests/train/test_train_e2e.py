@@ -6,7 +6,7 @@ import json
 import random
 
 from click.testing import CliRunner
-from test_train_helpers import TINY_MODEL, TOKENIZER
+from train_helpers import TINY_MODEL, TOKENIZER
 
 from hive_data.cli import main as hive_data
 from hive_train.cli import main as hive_train

@@ -12,7 +12,7 @@ from hive_core.recipe import SECTIONS, check_keys, load_recipe
 from hive_train.config import VRAM_PRESETS, TrainConfig, apply_vram_preset, auto_vram_tier
 from hive_train.config_sources import load_hivellm_manifest, resolve_config
 
-PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
+PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 QKVO_UD = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
 
 EXPECTED = {

@@ -18,7 +18,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
-from test_train_helpers import TINY_MODEL, TOKENIZER, write_shards
+from train_helpers import TINY_MODEL, TOKENIZER, write_shards
 
 from hive_train.cli import main
 

@@ -22,7 +22,7 @@ from hive_data.cli import main as cli
 from hive_data.pack import conversation_hash, pack_dataset, val_mask
 from hive_data.shards import open_shards
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SEQ = 256
 
 

@@ -23,27 +23,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from train_helpers import conversations
 
 from hive_core.errors import ConfigError, ShardError
 from hive_data.cli import main as cli
 from hive_data.pack import pack_dataset
 from hive_data.shards import open_shards
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKENIZER = ROOT / "fixtures" / "tokenizer"
-
-
-def conversations(n: int) -> list[dict]:
-    return [
-        {
-            "messages": [
-                {"role": "system", "content": f"Schema:\nCREATE TABLE t{i % 5} (id INT, name TEXT);"},
-                {"role": "user", "content": f"question number {i} about names"},
-                {"role": "assistant", "content": f"SELECT name FROM t{i % 5} WHERE id = {i}"},
-            ]
-        }
-        for i in range(n)
-    ]
 
 
 @pytest.fixture(scope="module")

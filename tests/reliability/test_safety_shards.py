@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
+from train_helpers import conversations
 
 from hive_core.errors import ShardError
 from hive_data.cli import main as hive_data_cli
@@ -25,7 +26,7 @@ from hive_data.pack import pack_dataset
 from hive_data.shards import SCHEMA, open_shards, sha256_file
 from hive_train.cli import main as hive_train_cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKENIZER = ROOT / "fixtures" / "tokenizer"
 TINY_MODEL = ROOT / "fixtures" / "tiny-qwen3"
 SEQ = 128
@@ -35,19 +36,6 @@ TRAIN_ARGS = [
     "--model", str(TINY_MODEL), "--tokenizer", str(TOKENIZER), "--device", "cpu",
     "--batch-size", "2", "--grad-accum", "1", "--max-steps", "1", "-q",
 ]  # fmt: skip
-
-
-def conversations(n: int) -> list[dict]:
-    return [
-        {
-            "messages": [
-                {"role": "system", "content": f"Schema:\nCREATE TABLE t{i % 5} (id INT, name TEXT);"},
-                {"role": "user", "content": f"question number {i} about names"},
-                {"role": "assistant", "content": f"SELECT name FROM t{i % 5} WHERE id = {i}"},
-            ]
-        }
-        for i in range(n)
-    ]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # imports a module this process has not loaded yet, after the cache is set up as `hive-train` does
 PROBE = "from hive_train.cli import cache_bytecode; print(cache_bytecode()); import colorsys"

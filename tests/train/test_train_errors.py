@@ -6,9 +6,8 @@ import json
 import shutil
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
-from test_train_helpers import TINY_MODEL, TOKENIZER, write_shards
+from train_helpers import TINY_MODEL, TOKENIZER, write_shards
 
 from hive_data.shards import ShardWriter, rows_to_batch, write_manifest
 from hive_train.cli import main
@@ -25,18 +24,6 @@ BASE = [
     "1",
     "-q",
 ]
-
-
-@pytest.fixture(scope="module")
-def good_shards(tmp_path_factory):
-    return write_shards(tmp_path_factory.mktemp("shards") / "good", seq=96, train_docs=24, val_docs=4)
-
-
-@pytest.fixture
-def shards(good_shards, tmp_path):
-    copy = tmp_path / "shards"
-    shutil.copytree(good_shards, copy)
-    return copy
 
 
 def run(*args):

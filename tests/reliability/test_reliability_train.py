@@ -32,12 +32,12 @@ import pytest
 from click.testing import CliRunner
 from procs import kill_group, wait_paused
 from safetensors.torch import load_file
-from test_train_helpers import TINY_MODEL, TOKENIZER, write_shards
+from train_helpers import TINY_MODEL, TOKENIZER, write_shards
 
 from hive_train import checkpoint
 from hive_train.metrics import read_metrics
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
 ENV.pop("HIVE_DEBUG", None)
 SEED = int(os.environ.get("HIVE_CRASH_SEED") or random.SystemRandom().randrange(1_000_000))

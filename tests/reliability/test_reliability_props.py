@@ -29,7 +29,7 @@ from hive_data.binpack import best_fit_decreasing, exact_fit_first, pack_documen
 from hive_data.ddl import normalize_ddl
 from hive_data.records import FORMATS, iter_records, row_to_messages
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKENIZER = str(ROOT / "fixtures" / "tokenizer")
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from hive_data.shards import open_shards
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ROWS = 200_000
 RSS_LIMIT = 4 << 30
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_train_helpers import TINY_MODEL, TOKENIZER, write_shards
+from train_helpers import TINY_MODEL, TOKENIZER, write_shards
 
 from hive_core.errors import ConfigError
 from hive_data.cli import main as hive_data
 
-DATASETS = Path(__file__).resolve().parent.parent / "fixtures" / "datasets"
+DATASETS = Path(__file__).resolve().parents[2] / "fixtures" / "datasets"
 SQL = "CREATE TABLE `t` (`id` INT(11) NOT NULL, PRIMARY KEY (`id`)) ENGINE=InnoDB;\n"
 TRAIN = [
     "--model", str(TINY_MODEL), "--tokenizer", str(TOKENIZER), "--batch-size", "2", "--grad-accum", "1",
@@ -263,18 +263,6 @@ def test_pack_replaces_a_shard_directory_of_an_older_hive(chats, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- train
-
-
-@pytest.fixture(scope="module")
-def good_shards(tmp_path_factory):
-    return write_shards(tmp_path_factory.mktemp("shards") / "good", seq=96, train_docs=24, val_docs=4)
-
-
-@pytest.fixture
-def shards(good_shards, tmp_path):
-    copy = tmp_path / "shards"
-    shutil.copytree(good_shards, copy)
-    return copy
 
 
 def test_train_overwrite_refuses_a_directory_hive_did_not_make(shards, tmp_path):

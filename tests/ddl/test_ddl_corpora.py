@@ -20,7 +20,7 @@ from hive_data.ddl.transforms import Context, expand_inheritance, resolve_refere
 
 pytestmark = pytest.mark.corpora
 
-CORPORA = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora"
+CORPORA = Path(__file__).resolve().parents[3] / "shared" / "corpora"
 PATTERNS = (
     "spider-mysql/dataset_mysql/databases/*/schema.sql",
     "sakila/*/*.sql",

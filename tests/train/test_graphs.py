@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from test_train_equivalence import grads, make_model, zero
-from test_train_helpers import make_documents, packed_table
+from train_helpers import make_documents, packed_table
 
 from hive_train.config import TrainConfig
 from hive_train.cuda_graphs import (
