@@ -4,9 +4,12 @@
     hive-eval data.jsonl --predictions preds.jsonl -o eval/        # the same (RUN_DIR left out)
     hive-eval runs/sql data.jsonl --predictions preds.jsonl        # writes runs/sql/eval/
 
-RUN_DIR is the training run whose adapter produced (or, later, will produce) the predictions; with
---predictions it is only recorded in the summary. Generating predictions from RUN_DIR's adapter is
-not part of this command yet, so --predictions is required. Nothing here imports torch.
+    hive-eval runs/sql data.jsonl                                  # generate with the run, then score
+
+RUN_DIR is the training run whose adapter produced the predictions. Without --predictions the run
+generates them first (`hive_eval.generate.predict`: the adapter folded into the base, the prompts
+rendered exactly as pack rendered them, greedy by default) into OUT/completions.jsonl. Scoring alone
+never imports torch.
 """
 
 from __future__ import annotations
@@ -32,17 +35,15 @@ def split_paths(paths: tuple[str, ...], predictions: str | None) -> tuple[str | 
         raise ConfigError(f"expected RUN_DIR and DATA, got {len(paths)} arguments")
     if len(paths) == 1:
         if predictions is None:
-            raise ConfigError(
-                "generating predictions from a run is not available yet: pass --predictions FILE"
-            )
+            raise ConfigError("nothing to score: pass RUN_DIR to generate predictions, or --predictions FILE")
         return None, paths[0]
     run_dir, data = paths
     if run_dir == "-":
         run_dir = None
     elif not Path(run_dir).is_dir():
         raise ConfigError("no such run directory", file=run_dir)
-    if predictions is None:
-        raise ConfigError("generating predictions from a run is not available yet: pass --predictions FILE")
+    if predictions is None and run_dir is None:
+        raise ConfigError("nothing to score: pass RUN_DIR to generate predictions, or --predictions FILE")
     return run_dir, data
 
 
@@ -93,12 +94,35 @@ def split_paths(paths: tuple[str, ...], predictions: str | None) -> tuple[str | 
     "--pg-uri", default=None, metavar="URI",
     help="A PostgreSQL to run SQL in (superuser or CREATEROLE+CREATEDB); default: an embedded one.",
 )  # fmt: skip
+@click.option(
+    "--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True,
+    help="Generating: the longest answer, in tokens.",
+)  # fmt: skip
+@click.option(
+    "--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
+    help="Generating: 0 is greedy; above 0 samples (seeded by --seed).",
+)  # fmt: skip
+@click.option(
+    "--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True,
+    help="Generating: nucleus sampling mass (with --temperature > 0).",
+)  # fmt: skip
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Generating: rows per batch (64 on CUDA, 8 on CPU).",
+)
+@click.option("--device", default="auto", show_default=True, help="Generating: auto, cpu, cuda or cuda:N.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @cli_errors
-def main(paths, predictions, output, compare, databases, seed, limit, timeout_ms, kind, pg_uri, progress):
-    """Score predictions against a normalized dataset (DATA: jsonl/json/csv/parquet from
+def main(
+    paths, predictions, output, compare, databases, seed, limit, timeout_ms, kind, pg_uri,
+    max_new_tokens, temperature, top_p, batch_size, device, progress,
+):  # fmt: skip
+    """Score an expert against a normalized dataset (DATA: jsonl/json/csv/parquet from
     `hive-data normalize`), as BIRD's and Spider's evaluation scripts do: SQL is executed on small
-    synthesized databases in a sandboxed PostgreSQL; no model is loaded."""
+    synthesized databases in a sandboxed PostgreSQL. With --predictions FILE no model is loaded;
+    without it, RUN_DIR's adapter generates the answers first."""
     from hive_eval.evaluate import evaluate, summary_table
 
     run_dir, data = split_paths(paths, predictions)
@@ -106,6 +130,15 @@ def main(paths, predictions, output, compare, databases, seed, limit, timeout_ms
         if run_dir is None:
             raise ConfigError("missing -o OUT (there is no RUN_DIR to write eval/ into)")
         output = str(Path(run_dir) / "eval")
+    if predictions is None:  # the run answers the data's questions first
+        from hive_eval.generate import predict
+
+        predictions = str(Path(output) / "completions.jsonl")
+        stats = predict(
+            run_dir, data, predictions, limit=limit, device=device, max_new_tokens=max_new_tokens,
+            batch_size=batch_size, temperature=temperature, top_p=top_p, seed=seed, progress=progress,
+        )  # fmt: skip
+        click.echo(f"generated {stats.rows} answers ({stats.new_tokens} tokens) into {predictions}", err=True)
     if not Path(predictions).is_file():
         raise ConfigError("no such file", file=predictions)
     config = EvalConfig(

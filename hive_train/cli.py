@@ -73,9 +73,33 @@ def cache_bytecode(environ=os.environ) -> str | None:
 
 
 def run() -> None:
-    """The `hive-train` command: `main` with the bytecode cache set up before torch is imported."""
+    """The `hive-train` command: `main` with the bytecode cache set up before torch is imported;
+    `hive-train export RUN -o OUT` goes to `export` (a shard directory named `export` needs `./export`)."""
     cache_bytecode()
-    main()
+    if sys.argv[1:2] == ["export"]:
+        export(sys.argv[2:], prog_name="hive-train export")
+    else:
+        main()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="Merged model directory.")
+@click.option(
+    "--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16", show_default=True
+)
+@click.option("--device", default="auto", show_default=True, help="Where to fold: auto, cpu, cuda or cuda:N.")
+@cli_errors
+def export(run_dir, output, dtype, device):
+    """Write RUN_DIR's model with its DoRA adapter folded in as a plain Hugging Face model directory
+    (config, safetensors, tokenizer, generation config), for serving engines that cannot load DoRA
+    adapters: it loads with `AutoModelForCausalLM.from_pretrained`, without peft or bitsandbytes."""
+    import torch
+
+    from hive_train.export import export_merged
+
+    out = export_merged(run_dir, output, dtype=getattr(torch, dtype), device=device)
+    click.echo(f"wrote {out}")
 
 
 def _free_gib() -> float | None:

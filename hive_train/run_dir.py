@@ -56,6 +56,7 @@ RUN_LAYOUT = Layout(
         "report.md",
         "adapter",
         checkpoint.CHECKPOINTS,
+        "eval",  # hive-eval's default output
     ),
     legacy=_legacy_run,
 )
