@@ -5,3 +5,5 @@
 - `cli`: the one place where errors become one-line messages and exit codes;
 - `recipe`: reading recipe YAML (safe, located, aliases limited).
 """
+
+__version__ = "0.1.0"  # the one version of hive: every package and every marker reports it

@@ -131,7 +131,7 @@ def remove_stale(target: str | os.PathLike) -> None:
 
 def write_marker(directory: str | os.PathLike, kind: str) -> None:
     """Mark `directory` as an output directory hive created, of `kind` ("shards" or "run")."""
-    from hive_data import __version__
+    from hive_core import __version__
 
     with atomic_file(Path(directory) / MARKER, "w", encoding="utf-8") as fh:
         fh.write(json.dumps({"kind": kind, "hive_version": __version__}) + "\n")

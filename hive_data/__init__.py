@@ -4,7 +4,7 @@
 imported on first use, so `import hive_data` (and `hive-data --help`) stays fast.
 """
 
-__version__ = "0.1.0"
+from hive_core import __version__  # noqa: F401  (one version for all of hive)
 
 __all__ = ["normalize_ddl"]
 

@@ -1,3 +1,3 @@
 """hive_train: QLoRA (NF4) + DoRA adapter training over packed shards."""
 
-__version__ = "0.1.0"
+from hive_core import __version__  # noqa: F401  (one version for all of hive)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
+import hive_data.ddl.types as ddl_types
 from hive_core.errors import DDLError
-from hive_data.ddl import types as ddl_types
 from hive_data.ddl.model import ForeignKey, QualifiedName, Schema, Table
 
 
