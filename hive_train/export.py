@@ -41,6 +41,7 @@ from hive_core.atomic import (
     write_marker,
 )
 from hive_core.errors import ConfigError, TrainError
+from hive_core.tokenizer import TOKENIZER_FILES
 from hive_train.config import TrainConfig
 
 # What export_merged writes at the top level of an export directory (`check_replaceable`).
@@ -52,15 +53,7 @@ EXPORT_LAYOUT = Layout(
         "model.safetensors",
         "model-*-of-*.safetensors",
         "model.safetensors.index.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "added_tokens.json",
-        "chat_template.jinja",
-        "chat_template.json",
-        "vocab.json",
-        "merges.txt",
-        "tokenizer.model",
+        *TOKENIZER_FILES,
         "hive_export.json",
     ),
 )
