@@ -131,7 +131,12 @@ def main(
             raise ConfigError("missing -o OUT (there is no RUN_DIR to write eval/ into)")
         output = str(Path(run_dir) / "eval")
     if predictions is None:  # the run answers the data's questions first
+        import logging
+
         from hive_eval.generate import predict
+
+        # bitsandbytes logs at import that an optional CPU kernel package is absent: noise for users
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
         predictions = str(Path(output) / "completions.jsonl")
         stats = predict(

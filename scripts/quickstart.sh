@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole pipeline on the bundled fixtures, on CPU: normalize -> pack -> train -> a loss curve.
+# The whole pipeline on the bundled fixtures, on CPU: normalize -> pack -> train -> evaluate.
 # Installs into .venv first (scripts/setup.sh). Output goes to out/quickstart/ (or $1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +26,11 @@ hive-train "$out/shards" -o "$out/run" --config pipelines/sql-postgres.yaml \
   --model fixtures/tiny-qwen3 --tokenizer fixtures/tokenizer \
   --batch-size 4 --grad-accum 1 --max-steps 40 --lr 3e-3 --warmup-ratio 0.1 --eval-every 10 --overwrite
 
+step "5. the trained expert answers the questions; answers run on databases synthesized from each schema"
+hive-eval "$out/run" "$out/clean.jsonl" --device cpu --max-new-tokens 48 --no-progress
+
 step "done"
 echo "adapter:     $out/run/adapter"
 echo "loss curve:  $out/run/loss.png"
 echo "report:      $out/run/report.md"
+echo "evaluation:  $out/run/eval/predictions.jsonl, $out/run/eval/summary.json"
