@@ -265,7 +265,7 @@ def hive_config(model_dir: Path, tokenizer_dir: Path, steps: int, vram: str, **o
     )
     cfg = TrainConfig(**{**settings, **overrides})
     cfg, _ = apply_vram_preset(cfg, vram, explicit=set())
-    return cfg.validate()
+    return cfg.check()
 
 
 def run_hive(

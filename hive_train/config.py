@@ -27,7 +27,7 @@ MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
 @dataclass
 class TrainConfig:
     """Every training setting. Each field's `setting(...)` holds its help text, choices or range and
-    CLI flag (`hive_core.settings`): `hive-train --help`, YAML/flag coercion and `validate` read them."""
+    CLI flag (`hive_core.settings`): `hive-train --help`, YAML/flag coercion and `check` read them."""
 
     # model and adapter
     model: str = setting("Qwen/Qwen3-0.6B", help="Base model: hub id or local directory.")
@@ -138,7 +138,7 @@ class TrainConfig:
         help="Decoding settings written to generation_config.json (temperature, top_p, top_k, ...).",
     )
 
-    def validate(self, sources: dict[str, dict] | None = None) -> TrainConfig:
+    def check(self, sources: dict[str, dict] | None = None) -> TrainConfig:
         """Raise `ConfigError` for values no run could use; returns self.
 
         `sources` maps a field name (or `decoding.KEY`) to where its value came from, as `HiveError`

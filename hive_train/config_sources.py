@@ -188,7 +188,7 @@ def resolve_config(
             cfg.vram = tier
             notes.append(f"--vram {tier}: " + (", ".join(changed) if changed else "recipe already fits"))
     try:
-        cfg.validate(sources)
+        cfg.check(sources)
     except ConfigError as err:
         # a value the --vram preset set is named by the --vram flag (or where the vram came from)
         raise err.with_location(**sources.get("vram", {})) from None
