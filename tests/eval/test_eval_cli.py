@@ -140,7 +140,10 @@ def test_bad_prediction_files_fail_with_one_line(tmp_path, content, message):
     "args, message",
     [
         (["missing.jsonl", "-p", "{preds}", "-o", "o"], "missing.jsonl: no such file or directory"),
-        (["{data}", "-o", "o"], "pass --predictions FILE"),
+        (
+            ["{data}", "-o", "o"],
+            "nothing to score: pass RUN_DIR to generate predictions, or --predictions FILE",
+        ),
         (["{data}", "-p", "{preds}"], "missing -o OUT"),
         (["nodir", "{data}", "-p", "{preds}"], "nodir: no such run directory"),
     ],
