@@ -88,23 +88,11 @@ def synthetic_rows(n: int, seed: int = 0) -> list[dict]:
 def qwen3_06b_dir(path: Path) -> Path:
     """Qwen3-0.6B's architecture with random weights (seeded), saved once in bf16."""
     if not (path / "config.json").exists():
-        from transformers import Qwen3Config, Qwen3ForCausalLM
+        from train_throughput import qwen3_06b_config  # this folder is on sys.path
+        from transformers import Qwen3ForCausalLM
 
-        config = Qwen3Config(
-            vocab_size=151936,
-            hidden_size=1024,
-            intermediate_size=3072,
-            num_hidden_layers=28,
-            num_attention_heads=16,
-            num_key_value_heads=8,
-            head_dim=128,
-            max_position_embeddings=40960,
-            rope_theta=1000000.0,
-            rms_norm_eps=1e-6,
-            tie_word_embeddings=True,
-            eos_token_id=151645,
-            pad_token_id=151643,
-        )
+        config = qwen3_06b_config()
+        config.eos_token_id, config.pad_token_id = 151645, 151643  # Qwen3's <|im_end|>, <|endoftext|>
         torch.manual_seed(0)
         Qwen3ForCausalLM(config).to(torch.bfloat16).save_pretrained(path)
     return path
