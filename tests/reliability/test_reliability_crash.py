@@ -328,6 +328,21 @@ def assert_clean_interrupt(proc: subprocess.Popen) -> str:
     return messages[0]
 
 
+def interrupt_when_paused(proc, mark) -> None:
+    """Ctrl-C the paused command: one clean 'interrupted' line, and no worker outlives it."""
+    try:
+        wait_paused(proc, mark)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert_clean_interrupt(proc)
+        deadline = time.monotonic() + 15
+        while group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not group_alive(proc.pid), "worker processes outlived the interrupted command"
+    finally:
+        if proc.poll() is None or group_alive(proc.pid):
+            kill_group(proc)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("phase", "num_proc"),
@@ -343,17 +358,7 @@ def test_pack_ctrl_c_stops_cleanly(pack_case, tmp_path, phase, num_proc):
     shutil.copytree(old_dir, out)
     old = tree_bytes(out)
     proc, mark = start_paused(pack_args(src, out, num_proc), phase, tmp_path)
-    try:
-        wait_paused(proc, mark)
-        os.killpg(proc.pid, signal.SIGINT)
-        assert_clean_interrupt(proc)
-        deadline = time.monotonic() + 15
-        while group_alive(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not group_alive(proc.pid), "worker processes outlived the interrupted command"
-    finally:
-        if proc.poll() is None or group_alive(proc.pid):
-            kill_group(proc)
+    interrupt_when_paused(proc, mark)
     assert tree_bytes(out) == old
     assert not list(tmp_path.glob(".out.*")), "Ctrl-C removes the staging directory"
     res = run_cli(pack_args(src, out, num_proc))
@@ -481,17 +486,7 @@ def test_normalize_ctrl_c_stops_cleanly(normalize_case, tmp_path, phase, num_pro
     seed_old(work, old)
     out = work / "clean.jsonl"
     proc, mark = start_paused(normalize_args(src, out, num_proc), phase, tmp_path, rename=rename)
-    try:
-        wait_paused(proc, mark)
-        os.killpg(proc.pid, signal.SIGINT)
-        assert_clean_interrupt(proc)
-        deadline = time.monotonic() + 15
-        while group_alive(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not group_alive(proc.pid), "worker processes outlived the interrupted command"
-    finally:
-        if proc.poll() is None or group_alive(proc.pid):
-            kill_group(proc)
+    interrupt_when_paused(proc, mark)
     check_normalize_state(work, old, reference)
     if phase == "read":
         assert {n: (work / n).read_bytes() for n in visible(work)} == old
