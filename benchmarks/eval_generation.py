@@ -1,9 +1,9 @@
 """Generation for evaluation: hive's path against stock peft + `generate`, same run, same prompts.
 
 1. hive: `hive_eval.generate.load_expert` (the DoRA adapter folded into plain bf16 weights once),
-   `render_prompts`, `generate` (length-sorted batches, left padding, static KV cache compiled by
-   transformers on CUDA). Its wall time counts everything from loading the run to the last
-   completion (loading, folding, rendering, compiling, generating).
+   `render_prompts`, `generate` (length-sorted batches, left padding, one static KV cache, each
+   decoding step a CUDA graph replay on CUDA). Its wall time counts everything from loading the run
+   to the last completion (loading, folding, rendering, capturing, generating).
 2. stock: the run loaded as docs/training.md shows (NF4 base through bitsandbytes + `PeftModel`,
    DoRA unmerged), prompts batched in input order with the tokenizer's left padding, and
    `model.generate` with transformers' defaults (dynamic cache) under bf16 autocast (float32 on CPU).
@@ -11,6 +11,12 @@
 Both decode greedily up to `--max-new-tokens` and stop at the end of the assistant turn; tokens/s
 counts generated tokens up to and including each row's end-of-turn token. The JSON also reports
 the share of rows whose two completions are identical, and a few that differ.
+
+3. the whole evaluation (`--whole`): what `hive-eval RUN DATA` does, timed by phase: the rows written
+   as a normalized dataset, `hive_eval.generate.predict` (load, render, generate, write) and
+   `hive_eval.evaluate.evaluate` (parse, EXPLAIN, K=3 synthesized databases per gold query in the
+   embedded PostgreSQL, execution, comparison); then scoring once more with gold as the predictions,
+   so every row takes every check (the briefly trained random model's answers rarely parse).
 
 The run: `--run RUN_DIR` (an existing hive-train run), or one made here: synthetic text-to-SQL rows
 (`--rows`, several schemas, so prompts differ in length) are packed and a DoRA adapter is trained
@@ -22,7 +28,7 @@ model. The tokenizer defaults to `fixtures/tokenizer` (Qwen3's special tokens an
 pass `--tokenizer .bench/train/tokenizer` for the real Qwen3 vocabulary).
 
     python benchmarks/eval_generation.py --device cpu --rows 48 --out /tmp/eval-gen.json
-    python benchmarks/eval_generation.py --device cuda --rows 500 --out $OUT/eval_generation.json
+    python benchmarks/eval_generation.py --device cuda --rows 500 --whole --out $OUT/eval_generation.json
 """
 
 from __future__ import annotations
@@ -75,7 +81,8 @@ def synthetic_rows(n: int, seed: int = 0) -> list[dict]:
             q, a = f"How many {table} are there?", f"SELECT COUNT(*) FROM {table}"
         elif kind == 1:
             q, a = f"List the {column} of every row in {table}.", f"SELECT {column} FROM {table}"
-        elif kind == 2:
+        elif kind == 2:  # a text column: a word compared with a date or a number would not run
+            column = rng.choice([c.split()[0] for c in TABLES[table] if c.endswith("TEXT")])
             q = f"Which {table} have {column} equal to {word}?"
             a = f"SELECT * FROM {table} WHERE {column} = '{word}'"
         else:
@@ -131,16 +138,12 @@ def make_run(work: Path, rows: list[dict], tokenizer: str, device: str, steps: i
     return work / "run"
 
 
-VARIANTS = {
-    "dynamic": {"static_cache": False},
-    "static": {"static_cache": True, "compile": False},
-    "compiled": {"static_cache": True, "compile": True},
-}
+VARIANTS = {name: {"decoder": name} for name in ("graphs", "static", "hf")}
 
 
 def hive_path(run: Path, rows: list[dict], args, result: dict, save=lambda: None) -> list[str]:
     """hive's default path, timed from loading the run to the last completion; then, on the loaded
-    model, a warm second pass (`--repeat`) and the other cache/compile variants (`--variants`)."""
+    model, a warm second pass (`--repeat`) and the other decoders (`--variants`)."""
     from hive_eval.generate import GenerationStats, generate, load_expert, render_prompts
 
     started = time.perf_counter()
@@ -149,22 +152,15 @@ def hive_path(run: Path, rows: list[dict], args, result: dict, save=lambda: None
     prompts = render_prompts(rows, expert.tokenizer, expert.prompt_settings)
     stats = GenerationStats()
     common = {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
-    outputs = generate(
-        expert.model,
-        expert.tokenizer,
-        prompts,
-        compile=False if args.no_compile else None,
-        stats=stats,
-        **common,
-    )
+    outputs = generate(expert.model, expert.tokenizer, prompts, stats=stats, **common)
     _sync()
     result.update(load_s=round(loaded - started, 3), wall_s=round(time.perf_counter() - started, 3))
     result.update(stats.to_dict())
     save()
     result["notes"] = expert.notes + stats.notes
-    runs = [("warm", {"compile": False if args.no_compile else None})] if args.repeat else []
+    runs = [("warm", {})] if args.repeat else []
     runs += [(name, VARIANTS[name]) for name in args.variants.split(",") if name]
-    for name, options in runs:  # on the same loaded model: caches and compiled graphs are warm
+    for name, options in runs:  # on the same loaded model
         again = GenerationStats()
         other = generate(
             expert.model, expert.tokenizer, prompts, stats=again, progress=False, **common, **options
@@ -250,6 +246,45 @@ def stock_path(run: Path, rows: list[dict], args) -> tuple[list[str], dict]:
     return outputs, result
 
 
+def whole_evaluation(run: Path, rows: list[dict], args) -> dict:
+    """`hive-eval RUN DATA` through its library calls, each phase timed (see the module docstring)."""
+    from hive_eval.evaluate import EvalConfig, evaluate
+    from hive_eval.generate import predict
+
+    out = Path(tempfile.mkdtemp(prefix="hive-eval-whole-"))
+    data = out / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    started = time.perf_counter()
+    stats = predict(
+        run, data, out / "completions.jsonl", device=args.device, max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size, progress=False,
+    )  # fmt: skip
+    generated = time.perf_counter()
+    summary = evaluate(data, out / "completions.jsonl", out, EvalConfig(), progress=False)
+    done = time.perf_counter()
+    # the model's answers (random weights, briefly trained) rarely parse, which makes scoring cheap;
+    # scoring gold as the predictions runs every check (EXPLAIN, K databases, execution) on every row
+    gold = out / "gold.jsonl"
+    gold.write_text(
+        "".join(json.dumps({"row": i, "prediction": r["answer"]}) + "\n" for i, r in enumerate(rows, 1))
+    )
+    gold_summary = evaluate(data, gold, out / "gold", EvalConfig(), progress=False)
+    gold_done = time.perf_counter()
+    overall = summary["overall"]
+    return {
+        "rows": summary["counts"]["rows"],
+        "generate_s": round(generated - started, 3),
+        "score_s": round(done - generated, 3),
+        "total_s": round(done - started, 3),
+        "generation": stats.to_dict(),
+        "verdicts": {k: overall.get(k) for k in ("ex", "valid", "parses", "exact")},
+        "databases_loaded": summary["counts"]["databases_loaded"],
+        "score_gold_s": round(gold_done - done, 3),
+        "gold_verdicts": {k: gold_summary["overall"].get(k) for k in ("ex", "valid", "parses", "exact")},
+        "gold_databases_loaded": gold_summary["counts"]["databases_loaded"],
+    }
+
+
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -272,13 +307,13 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=None, help="default: 64 on CUDA, 8 on CPU")
     parser.add_argument("--train-steps", type=int, default=None, help="default: 60 on CUDA, 40 on CPU")
-    parser.add_argument("--no-compile", action="store_true", help="hive: static cache without torch.compile")
+    parser.add_argument("--whole", action="store_true", help="also time a whole hive-eval (generate + score)")
     parser.add_argument("--repeat", action="store_true", help="hive: a second, warm pass")
     parser.add_argument(
         "--variants",
         default=None,
-        help="hive variants also timed, comma-separated: dynamic (plain cache), static (static cache, no "
-        "compile), compiled (static cache, compiled); default: all three on CUDA, none on CPU",
+        help="hive decoders also timed, comma-separated: graphs, static (the same loop without CUDA "
+        "graphs), hf (transformers' generate on the folded model); default: static,hf on CUDA, none on CPU",
     )
     parser.add_argument("--skip-stock", action="store_true")
     parser.add_argument("--make-run-in", default=None, help=argparse.SUPPRESS)
@@ -294,7 +329,7 @@ def main() -> None:
     cuda = args.device.startswith("cuda")
     args.batch_size = args.batch_size or (64 if cuda else 8)
     if args.variants is None:
-        args.variants = "dynamic,static,compiled" if cuda else ""
+        args.variants = "static,hf" if cuda else ""
     steps = args.train_steps if args.train_steps is not None else (60 if cuda else 40)
 
     if args.data:
@@ -365,6 +400,8 @@ def main() -> None:
     from hive_eval.generate import strip_think
 
     results["hive_exact_answers"] = sum(strip_think(o) == r.get("answer") for o, r in zip(hive_out, rows))
+    if args.whole:
+        results["whole_evaluation"] = whole_evaluation(run, rows, args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(results, indent=2))

@@ -11,10 +11,10 @@
 - `strip_think(completion)`: the answer of a completion, without its think block.
 
 Prompts are sorted by length (longest first) into batches and left-padded, so a batch holds
-prompts of similar length. On CUDA, decoding uses a static KV cache sized once for the longest
-batch, which transformers compiles (`torch.compile`, CUDA graphs); if compiling fails the run goes
-on without it, with a note. On CPU it is transformers' plain greedy/sampling loop with a dynamic
-cache: outputs do not depend on batching or padding beyond floating-point noise.
+prompts of similar length. Greedy decoding on CUDA runs hive's own loop (`hive_eval.decode`): one
+static KV cache for every batch and the decoding step replayed as a CUDA graph; sampling, and the
+CPU by default, use transformers' `generate`. Outputs do not depend on batching or padding beyond
+floating-point noise.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import json
 import os
 import sys
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +31,6 @@ import torch
 
 from hive_core.errors import ConfigError, HiveError, RecordError
 
-# `generate` compiles the decoding step by default (CUDA) when rows x max_new_tokens reaches this:
-# on an H200 with Qwen3-0.6B (2026-12-02) compiling took ~34 s once and then decoded 7.2k tokens/s
-# against 1.7k with the static cache uncompiled, so it pays after roughly 75k generated tokens.
-COMPILE_MIN_TOKENS = 100_000
 DEFAULT_SETTINGS = {"think": "empty", "loss": "assistant", "chat_template_sha256": None}
 END_OF_TURN = "<|im_end|>"
 
@@ -247,10 +242,8 @@ class GenerationStats:
     new_tokens: int = 0  # generated tokens, each row's end-of-turn token included
     seconds: float = 0.0
     batches: int = 0
-    static_cache: bool = False
-    compiled: bool = False
+    decoder: str = ""  # the decoder that produced the answers (see `DECODERS`)
     notes: list[str] = field(default_factory=list)
-    cache: object = field(default=None, repr=False)  # the static KV cache shared by the batches
 
     @property
     def tokens_per_s(self) -> float:
@@ -269,10 +262,26 @@ class GenerationStats:
             "tokens_per_s": round(self.tokens_per_s, 2),
             "rows_per_s": round(self.rows_per_s, 3),
             "batches": self.batches,
-            "static_cache": self.static_cache,
-            "compiled": self.compiled,
+            "decoder": self.decoder,
             "notes": list(self.notes),
         }
+
+
+# graphs: hive's greedy loop over a static cache, each step a CUDA graph replay (CUDA, greedy only);
+# static: the same loop run eagerly; hf: transformers' `generate` with its dynamic cache (any decoding).
+DECODERS = ("graphs", "static", "hf")
+
+
+def pick_decoder(decoder: str | None, device: torch.device, temperature: float) -> str:
+    """The decoder `generate` uses: the one asked for, else graphs for greedy decoding on CUDA and
+    transformers' own loop otherwise. Sampling always takes transformers' loop."""
+    if decoder is not None and decoder not in DECODERS:
+        raise ConfigError(f"decoder must be one of {', '.join(DECODERS)}, not {decoder!r}")
+    if temperature > 0:
+        return "hf"
+    if decoder is None:
+        return "graphs" if device.type == "cuda" else "hf"
+    return "static" if decoder == "graphs" and device.type != "cuda" else decoder
 
 
 def generate(
@@ -287,8 +296,7 @@ def generate(
     seed: int = 0,
     batch_size: int | None = None,
     progress: bool = True,
-    static_cache: bool | None = None,
-    compile: bool | None = None,
+    decoder: str | None = None,
     stats: GenerationStats | None = None,
 ) -> list[str]:
     """The completion of every prompt, in input order: the generated text up to (not including)
@@ -297,11 +305,10 @@ def generate(
     Greedy when `temperature` is 0, else sampling with `temperature`, `top_p` (and `top_k` when
     given), seeded by `seed`. Prompts are tokenized without added special tokens, sorted by length
     (longest first), batched `batch_size` at a time (default 64 on CUDA, 8 elsewhere) and
-    left-padded. `static_cache` (default: on CUDA) keeps one static KV cache for all batches;
-    `compile` (default: on CUDA when rows x `max_new_tokens` >= `COMPILE_MIN_TOKENS`) lets transformers
-    compile the decoding step over it (CUDA graphs); a failure of either falls back to the plain path
-    with a note in `stats.notes`.
-    A progress bar on stderr shows rows/s and tokens/s. `stats`, when given, is filled in."""
+    left-padded. `decoder` (`pick_decoder`): greedy decoding on CUDA replays CUDA graphs over one
+    static cache (`hive_eval.decode`); if capturing fails the run goes on with transformers'
+    `generate`, with a note in `stats.notes`. A progress bar on stderr shows rows/s and tokens/s.
+    `stats`, when given, is filled in."""
     if max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     if temperature < 0 or not 0 < top_p <= 1:
@@ -309,40 +316,39 @@ def generate(
     from tqdm import tqdm
 
     stats = stats if stats is not None else GenerationStats()
+    device = model.device
+    stats.decoder = pick_decoder(decoder, device, temperature)
     if not prompts:
         return []
-    device = model.device
-    cuda = device.type == "cuda"
-    batch_size = batch_size or (64 if cuda else 8)
-    static_cache = cuda if static_cache is None else static_cache
-    if compile is None:  # compiling costs tens of seconds once; it pays only over many decoding steps
-        compile = cuda and len(prompts) * max_new_tokens >= COMPILE_MIN_TOKENS
-    compile = static_cache and compile
-    stats.static_cache, stats.compiled = static_cache, compile
+    batch_size = batch_size or (64 if device.type == "cuda" else 8)
     stops = sorted(stop_ids(tokenizer, model))
     pad = pad_id(tokenizer)
     encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     results: list[str | None] = [None] * len(encoded)
     torch.manual_seed(seed)
-    if cuda:
+    if device.type == "cuda":
         torch.cuda.manual_seed_all(seed)
+    own = None
+    if stats.decoder != "hf":  # one decoder (cache, buffers, graph) for every batch
+        from hive_eval.decode import GreedyDecoder
+
+        size = min(batch_size, len(encoded))
+        longest = max(map(len, encoded)) + max_new_tokens
+        own = GreedyDecoder(model, size, longest, graphs=stats.decoder == "graphs")
     options = _generation_options(max_new_tokens, temperature, top_p, top_k, stops, pad)
-    if static_cache:  # one cache for every batch: the compiled decoding step keeps its shapes and buffers
-        stats.cache = _static_cache(model, max(map(len, encoded)) + max_new_tokens)
     started = time.perf_counter()
     bar = tqdm(total=len(encoded), unit="row", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     try:
         for start in range(0, len(order), batch_size):
             chosen = order[start : start + batch_size]
             rows = [encoded[i] for i in chosen]
-            # a short last batch is filled up with copies: the shared static cache (and the compiled
-            # decoding step) keep the batch size they were made with
-            shared = stats.cache is not None or stats.compiled
-            fill = batch_size - len(rows) if shared and len(order) > batch_size else 0
+            # a short last batch is filled up with copies: the decoder's cache and graph keep the
+            # batch size they were made with
+            fill = own.batch - len(rows) if own is not None else 0
             input_ids, attention = _left_pad(rows + [rows[-1]] * fill, pad, device)
-            new = _run(model, input_ids, attention, options, stats)[: len(rows), input_ids.shape[1] :]
-            for index, tokens in zip(chosen, new.tolist()):
+            new, own = _run(own, model, input_ids, attention, options, stats)
+            for index, tokens in zip(chosen, new[: len(rows)].tolist()):
                 cut = next((k for k, t in enumerate(tokens) if t in stops), None)
                 kept = tokens if cut is None else tokens[:cut]
                 stats.new_tokens += len(kept) + (cut is not None)
@@ -355,7 +361,6 @@ def generate(
             bar.set_postfix_str(f"{stats.new_tokens / elapsed:.0f} tok/s", refresh=False)
     finally:
         bar.close()
-        stats.cache = None  # the KV cache's memory goes back with this call
     stats.seconds = time.perf_counter() - started
     return results  # type: ignore[return-value]
 
@@ -375,17 +380,6 @@ def _generation_options(max_new_tokens, temperature, top_p, top_k, stops, pad) -
     return options
 
 
-def _static_cache(model, length: int):
-    """A static KV cache for `length` positions, made once and reset between batches (None when this
-    transformers cannot make one directly: each batch then asks for its own)."""
-    try:
-        from transformers import StaticCache
-
-        return StaticCache(config=model.config, max_cache_len=length)
-    except Exception:  # noqa: BLE001 - another transformers API: fall back to cache_implementation
-        return None
-
-
 def _left_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(map(len, rows))
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -397,35 +391,23 @@ def _left_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, to
     return ids.to(device), mask.to(device)
 
 
-def _run(model, input_ids, attention, options: dict, stats: GenerationStats) -> torch.Tensor:
-    """One batch through `model.generate`; the first failure of the static/compiled path switches
-    this and later batches to the plain path (noted in `stats.notes`)."""
-    extra = {}
-    if stats.static_cache:
-        if stats.cache is not None:
-            extra["past_key_values"] = stats.cache
-        else:
-            extra["cache_implementation"] = "static"
-        if not stats.compiled:
-            extra["disable_compile"] = True
-    with torch.inference_mode(), warnings.catch_warnings():
-        # `past_key_values` is `cache` from transformers 5.24 on (the old name works until 6.0, which
-        # 5.17, on the GPU machine, needs)
-        warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
-        if "past_key_values" in extra:
-            stats.cache.reset()  # (its tensors are inference tensors: reset inside inference mode)
+def _run(own, model, input_ids, attention, options: dict, stats: GenerationStats):
+    """(new tokens of one batch, the decoder for the next): hive's decoder when there is one, else
+    transformers' `generate`. The first failure of hive's decoder switches this and later batches
+    to transformers' loop, with a note."""
+    if own is not None:
         try:
-            return model.generate(input_ids=input_ids, attention_mask=attention, **options, **extra)
+            return own.decode(input_ids, attention, options["max_new_tokens"], options["eos_token_id"],
+                              options["pad_token_id"]), own  # fmt: skip
         except torch.OutOfMemoryError:
             raise
-        except Exception as err:  # noqa: BLE001 - compile/static-cache failures: the plain path is exact
-            if not stats.static_cache:
-                raise
+        except Exception as err:  # noqa: BLE001 - a model or transformers the graph path cannot capture
             first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-            stats.notes.append(f"static cache / compile failed, generating without ({first})")
-            stats.static_cache = stats.compiled = False
-            stats.cache = None
-            return model.generate(input_ids=input_ids, attention_mask=attention, **options)
+            stats.notes.append(f"{stats.decoder} decoder failed, generating with transformers ({first})")
+            stats.decoder, own = "hf", None
+    with torch.inference_mode():
+        out = model.generate(input_ids=input_ids, attention_mask=attention, **options)
+    return out[:, input_ids.shape[1] :], None
 
 
 def predict(

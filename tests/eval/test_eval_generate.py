@@ -171,13 +171,14 @@ def test_batched_greedy_generation_equals_one_at_a_time(quick_run):
     assert batched == single
     assert len(set(batched)) > 1  # different prompts, different outputs: input order is kept
     assert stats.rows == 7 and stats.batches == 3 and stats.new_tokens > 0 and stats.tokens_per_s > 0
-    # the CUDA path's static KV cache, shared by all batches (a short last batch filled up), on CPU
+    # hive's own greedy loop (the CUDA path without the graph): one static cache for all batches, a
+    # short last batch filled up, 4-D masks and positions from buffers; token for token transformers'
     static_stats = GenerationStats()
     static = generate(
-        expert.model, expert.tokenizer, prompts, max_new_tokens=24, batch_size=3, static_cache=True,
+        expert.model, expert.tokenizer, prompts, max_new_tokens=24, batch_size=3, decoder="static",
         progress=False, stats=static_stats,
     )  # fmt: skip
-    assert static == batched and static_stats.static_cache and not static_stats.notes
+    assert static == batched and static_stats.decoder == "static" and not static_stats.notes
     # sampling is seeded: the same seed gives the same completions
     a, b = (
         generate(
