@@ -5,6 +5,7 @@
     hive-eval runs/sql data.jsonl --predictions preds.jsonl        # writes runs/sql/eval/
 
     hive-eval runs/sql data.jsonl                                  # generate with the run, then score
+    hive-eval dev.json -p preds.jsonl -o eval/ --db-dir spider/database   # execute on Spider's SQLite files
 
 RUN_DIR is the training run whose adapter produced the predictions. Without --predictions the run
 generates them first (`hive_eval.generate.predict`: the adapter folded into the base, the prompts
@@ -95,6 +96,16 @@ def split_paths(paths: tuple[str, ...], predictions: str | None) -> tuple[str | 
     help="A PostgreSQL to run SQL in (superuser or CREATEROLE+CREATEDB); default: an embedded one.",
 )  # fmt: skip
 @click.option(
+    "--db-dir", type=click.Path(), default=None, metavar="DIR",
+    help="Execute on real SQLite databases instead of synthesized ones: DIR/<db_id>/<db_id>.sqlite "
+    "(Spider/BIRD layout), picked by each row's db_id, opened read-only.",
+)  # fmt: skip
+@click.option(
+    "--db-uri", default=None, metavar="URI",
+    help="Execute on this PostgreSQL database instead of synthesized ones, in read-only transactions "
+    "that are rolled back; pass a role that can only read.",
+)  # fmt: skip
+@click.option(
     "--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True,
     help="Generating: the longest answer, in tokens.",
 )  # fmt: skip
@@ -116,13 +127,13 @@ def split_paths(paths: tuple[str, ...], predictions: str | None) -> tuple[str | 
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @cli_errors
 def main(
-    paths, predictions, output, compare, databases, seed, limit, timeout_ms, kind, pg_uri,
+    paths, predictions, output, compare, databases, seed, limit, timeout_ms, kind, pg_uri, db_dir, db_uri,
     max_new_tokens, temperature, top_p, batch_size, device, progress,
 ):  # fmt: skip
     """Score an expert against a normalized dataset (DATA: jsonl/json/csv/parquet from
     `hive-data normalize`), as BIRD's and Spider's evaluation scripts do: SQL is executed on small
-    synthesized databases in a sandboxed PostgreSQL. With --predictions FILE no model is loaded;
-    without it, RUN_DIR's adapter generates the answers first."""
+    synthesized databases in a sandboxed PostgreSQL, or on real ones with --db-dir / --db-uri. With
+    --predictions FILE no model is loaded; without it, RUN_DIR's adapter generates the answers first."""
     from hive_eval.evaluate import evaluate, summary_table
 
     run_dir, data = split_paths(paths, predictions)
@@ -130,6 +141,18 @@ def main(
         if run_dir is None:
             raise ConfigError("missing -o OUT (there is no RUN_DIR to write eval/ into)")
         output = str(Path(run_dir) / "eval")
+    config = EvalConfig(
+        compare=compare,
+        databases=databases,
+        seed=seed,
+        limit=limit,
+        timeout_ms=timeout_ms,
+        kind=kind,
+        pg_uri=pg_uri,
+        db_dir=db_dir,
+        db_uri=db_uri,
+    )
+    config.check()  # before generating: a bad flag combination fails at once
     if predictions is None:  # the run answers the data's questions first
         import logging
 
@@ -146,15 +169,6 @@ def main(
         click.echo(f"generated {stats.rows} answers ({stats.new_tokens} tokens) into {predictions}", err=True)
     if not Path(predictions).is_file():
         raise ConfigError("no such file", file=predictions)
-    config = EvalConfig(
-        compare=compare,
-        databases=databases,
-        seed=seed,
-        limit=limit,
-        timeout_ms=timeout_ms,
-        kind=kind,
-        pg_uri=pg_uri,
-    )
     summary = evaluate(data, predictions, output, config, progress=progress, run_dir=run_dir)
     click.echo(summary_table(summary))
     click.echo(f"wrote {Path(output) / 'predictions.jsonl'} and {Path(output) / 'summary.json'}")

@@ -10,6 +10,9 @@ the 1-based row number), scores it with `hive_eval.scoring`, and writes:
 - `OUT/summary.json`: the configuration, counts, each verdict's mean, and the same broken down by a
   `difficulty`, `source`, `db_id` or `database` field when the data has one.
 
+With `db_dir` (Spider/BIRD SQLite files) or `db_uri` (a PostgreSQL database) SQL executes on the
+row's real database (`hive_eval.realdb`) instead of synthesized ones.
+
 `summary_table(summary)` is the one-screen text the CLI prints.
 """
 
@@ -44,6 +47,8 @@ class EvalConfig:
     timeout_ms: int = 5000  # per query
     kind: str = "auto"  # auto: sql for rows with a schema or dialect, json when gold is JSON, else text
     pg_uri: str | None = None  # a running PostgreSQL; None: start an embedded one when SQL needs it
+    db_dir: str | None = None  # real databases: DIR/<db_id>/<db_id>.sqlite, picked by the row's db_id
+    db_uri: str | None = None  # a real PostgreSQL database to execute in (read-only transactions)
 
     def check(self) -> None:
         if self.compare not in COMPARE_MODES:
@@ -56,6 +61,10 @@ class EvalConfig:
             raise ConfigError("--timeout-ms must be positive")
         if self.limit is not None and self.limit < 1:
             raise ConfigError("--limit must be at least 1")
+        if self.db_dir is not None and self.db_uri is not None:
+            raise ConfigError("--db-dir and --db-uri exclude each other: pick one real database")
+        if self.db_dir is not None and not Path(self.db_dir).is_dir():
+            raise ConfigError("no such directory (--db-dir)", file=self.db_dir)
 
 
 # --------------------------------------------------------------------------- reading
@@ -117,6 +126,7 @@ class Row:
     schema: str | None
     dialect: str | None
     groups: dict
+    db_id: str | None = None  # the row's `db_id` (or `database`) field: its real database
 
 
 def data_fields(data: dict, fmt: str) -> tuple[str, str, str | None]:
@@ -159,6 +169,7 @@ def iter_rows(data: str | os.PathLike, limit: int | None = None) -> Iterator[Row
             raise err.with_location(file=rec.source, row=rec.row, line=rec.line) from None
         dialect = rec.data.get("dialect")
         groups = {f: str(rec.data[f]) for f in GROUP_FIELDS if rec.data.get(f) not in (None, "")}
+        db_id = groups.get("db_id", groups.get("database"))
         yield Row(
             n,
             rec.data.get("id"),
@@ -167,13 +178,16 @@ def iter_rows(data: str | os.PathLike, limit: int | None = None) -> Iterator[Row
             schema,
             dialect if isinstance(dialect, str) else None,
             groups,
+            db_id,
         )
 
 
-def kind_of(row: Row, kind: str) -> str:
+def kind_of(row: Row, kind: str, real_db: bool = False) -> str:
+    """The scorer of a row: `kind`, or for auto: sql for rows with a schema or dialect (or a db_id
+    when a real database is given), json when gold is JSON, else text."""
     if kind != "auto":
         return kind
-    if row.schema or row.dialect:
+    if row.schema or row.dialect or (real_db and row.db_id):
         return "sql"
     with contextlib.suppress(ValueError):
         if isinstance(json.loads(row.gold), (dict, list)):
@@ -234,7 +248,7 @@ def summary_table(summary: dict) -> str:
     counts = summary.get("counts", {})
     for key, text in (
         ("missing", "rows without a prediction (scored wrong)"),
-        ("gold_errors", "rows whose gold query fails on a synthesized database (scored wrong)"),
+        ("gold_errors", "rows whose gold query fails on its database (scored wrong)"),
         ("unmatched", "predictions that match no scored row (ignored)"),
     ):
         if counts.get(key):
@@ -265,14 +279,25 @@ def _executor_factory(config: EvalConfig, stack: contextlib.ExitStack):
     return executor
 
 
+def _real_database(config: EvalConfig, stack: contextlib.ExitStack):
+    """The real database of --db-dir or --db-uri (closed with `stack`), or None."""
+    from hive_eval.realdb import PostgresDatabase, SqliteDatabases
+
+    if config.db_dir is not None:
+        return stack.enter_context(SqliteDatabases(config.db_dir, timeout_ms=config.timeout_ms))
+    if config.db_uri is not None:
+        return stack.enter_context(PostgresDatabase(config.db_uri, timeout_ms=config.timeout_ms))
+    return None
+
+
 def _score_row(row, preds: dict, config: EvalConfig, ctx: Context) -> tuple[dict, tuple]:
     """One row's entry for predictions.jsonl, and the key its prediction was looked up by."""
     by_id = ("id", str(row.id))
     key = by_id if row.id is not None and by_id in preds else ("row", row.row)
     pred = preds.get(key, (None, None))[0]
     missing = key not in preds
-    kind = kind_of(row, config.kind)
-    verdicts = score(kind, Case(row.gold, pred, row.schema, row.dialect), ctx)
+    kind = kind_of(row, config.kind, real_db=ctx.database is not None)
+    verdicts = score(kind, Case(row.gold, pred, row.schema, row.dialect, row.db_id), ctx)
     if missing:
         verdicts["error"] = "no prediction"
     entry = {"row": row.row, **({"id": row.id} if row.id is not None else {})}
@@ -310,14 +335,17 @@ def evaluate(
 
     config = config or EvalConfig()
     config.check()
-    preds = read_predictions(predictions)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     entries: list[dict] = []
     used: set = set()
     with contextlib.ExitStack() as stack:
-        ctx = Context(compare=config.compare, executor_factory=_executor_factory(config, stack))
+        database = _real_database(config, stack)  # before any output: a bad DIR or URI stops here
+        preds = read_predictions(predictions)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ctx = Context(
+            compare=config.compare, executor_factory=_executor_factory(config, stack), database=database
+        )
         rows = iter_rows(data, config.limit)
         bar = tqdm(
             rows, total=config.limit, desc="scoring", unit="row", file=sys.stderr, disable=not progress
@@ -332,7 +360,10 @@ def evaluate(
     elapsed = time.perf_counter() - started
     summary = summarize(entries)
     summary["counts"] = _counts(entries, len(set(preds) - used) if config.limit is None else 0, loads)
-    summary["config"] = {**asdict(config), "pg_uri": None if config.pg_uri is None else "(given)"}
+    summary["config"] = {
+        **asdict(config),
+        **{k: "(given)" for k in ("pg_uri", "db_uri") if getattr(config, k) is not None},
+    }  # URIs may hold a password
     summary["inputs"] = {"data": str(data), "predictions": str(predictions), "run_dir": run_dir}
     summary["seconds"] = round(elapsed, 3)
     summary["rows_per_s"] = round(len(entries) / elapsed, 2) if elapsed > 0 else None

@@ -6,7 +6,9 @@ difflib's ratio of the whitespace-normalized texts, 0..1). On top of them:
 - ``sql``: `parses` (sqlglot reads the prediction as one statement of the row's dialect), `valid`
   (a read-only query that PostgreSQL plans with EXPLAIN against the row's schema, in the sandbox),
   `ex` (execution accuracy: equal results on every synthesized database, `hive_eval.execute`) and
-  `exact` (both sides parsed, identifiers normalized, printed by sqlglot, compared);
+  `exact` (both sides parsed, identifiers normalized, printed by sqlglot, compared). With a real
+  database in the context (`hive_eval.realdb`), `valid` and `ex` are judged on the row's database
+  there instead, and a row without a dialect is in the database's;
 - ``json``: `parses` (the prediction is JSON) and `exact` (its value equals gold's);
 - ``text``: the text verdicts only.
 
@@ -37,15 +39,18 @@ class Case:
     prediction: str | None
     schema: str | None = None
     dialect: str | None = None
+    db_id: str | None = None  # the row's database among `Context.database`'s
 
 
 @dataclass
 class Context:
-    """What scorers share across rows: the executor (created on first use) and the compare rule."""
+    """What scorers share across rows: the executor (created on first use), the compare rule, and a
+    real database (`hive_eval.realdb.RealDatabase`) that replaces synthesized ones when given."""
 
     compare: str = "bag"
     executor_factory: Callable[[], object] | None = None
     _executor: object | None = None
+    database: object | None = None
 
     @property
     def executor(self):
@@ -90,7 +95,8 @@ def score_sql(case: Case, ctx: Context) -> dict:
     from hive_data.verify import parse_statement
     from hive_eval.execute import check_query
 
-    dialect = case.dialect or "postgres"
+    database = ctx.database
+    dialect = case.dialect or (database.dialect if database is not None else "postgres")
     out: dict = {"parses": False, "valid": False, "ex": False, "exact": False, "error": None}
     if case.prediction is None:
         out["error"] = "no prediction"
@@ -107,6 +113,8 @@ def score_sql(case: Case, ctx: Context) -> dict:
         out["exact"] = False  # gold that does not parse matches nothing
     except RecursionError:
         out["exact"] = False
+    if database is not None:
+        return _score_on_database(case, database, ctx.compare, dialect, out)
     if dialect != "postgres" or not case.schema:  # nothing to plan or execute against
         out["valid"] = out["ex"] = None
         return out
@@ -132,6 +140,30 @@ def score_sql(case: Case, ctx: Context) -> dict:
     except SQLError as err:  # the schema does not load
         ok, why = False, err.reason
     out["ex"] = ok
+    out["error"] = out["error"] or why
+    return out
+
+
+def _score_on_database(case: Case, database, compare: str, dialect: str, out: dict) -> dict:
+    """`valid` and `ex` on the row's real database: `valid` when the database plans the prediction
+    (None when the row's database is missing; `ex` is then wrong), `ex` as `execution_match` says."""
+    why = database.unavailable(case.db_id)
+    if why is not None:
+        out["valid"], out["error"] = None, why
+        return out
+    try:
+        database.explain(case.prediction, case.db_id, dialect=dialect)
+        out["valid"] = True
+    except SQLError as err:
+        out["error"] = err.reason
+        try:  # say so when gold itself does not plan: the data and the database disagree
+            database.explain(case.gold, case.db_id, dialect=dialect, query=False)
+        except SQLError as gold_err:
+            out["error"] = f"gold query fails: {gold_err.reason}"
+        return out
+    out["ex"], why = database.execution_match(
+        case.gold, case.prediction, case.db_id, compare=compare, dialect=dialect
+    )
     out["error"] = out["error"] or why
     return out
 
