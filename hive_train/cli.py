@@ -38,6 +38,10 @@ CLI_SETTINGS = (
     "tokens_per_step",
     "seq",
     "eval_every",
+    "eval_data",
+    "eval_rows",
+    "eval_max_new_tokens",
+    "select_by",
     "save_every",
     "log_every",
     "keep_checkpoints",
@@ -157,9 +161,10 @@ def _free_gib() -> float | None:
 def main(shards, output, config_path, resume, overwrite, stop_after, verify, gpus, quiet, **options):
     """Train a QLoRA (NF4) + DoRA adapter on packed SHARDS (made by `hive-data pack`) into OUTPUT.
 
-    Writes OUTPUT/adapter (PEFT format), tokenizer/, config.yaml, metrics.jsonl, loss.png and
-    report.md. Flags override the recipe given with --config. Runs data-parallel under torchrun
-    (`torchrun --nproc-per-node N -m hive_train ...`) or with --gpus N.
+    Writes OUTPUT/adapter (PEFT format), best/ (the best adapter by --select-by), tokenizer/,
+    config.yaml, metrics.jsonl, loss.png and report.md; with --eval-data, eval/step-N/ (answers and
+    scores of every evaluation). Flags override the recipe given with --config. Runs data-parallel
+    under torchrun (`torchrun --nproc-per-node N -m hive_train ...`) or with --gpus N.
     """
     if gpus is not None and gpus > 1:
         from hive_train.distributed import launch

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ SCHEDULERS = ("cosine", "linear", "constant")
 ATTENTION = ("auto", "flex", "varlen", "sdpa")
 DTYPES = ("auto", "float32", "bfloat16")
 VRAM_TIERS = ("auto", "8", "12", "16", "24", "80")
+SELECT_BY = ("ex", "val_loss")
 QWEN_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
 MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
 
@@ -125,13 +127,36 @@ class TrainConfig:
     )
     # cadence
     eval_every: int = setting(
-        200, help="Validation loss every N steps (and at the end); 0 = end only.", low=0, high=10**9
+        200,
+        help="Validation loss, and with --eval-data generation + EX, every N steps (and at the end); "
+        "0 = end only.",
+        low=0,
+        high=10**9,
     )
     save_every: int = setting(
         500, help="Checkpoint every N steps (and at the end); 0 = end only.", low=0, high=10**9
     )
     log_every: int = setting(1, help="Write metrics every N steps.", low=1, high=10**9)
     keep_checkpoints: int = setting(2, help="Newest checkpoints kept.", low=1, high=10**6)
+    # evaluation during training (`hive_eval.during_training`): the live adapter answers the first
+    # `eval_rows` rows of `eval_data` greedily at every evaluation and they are scored (EX)
+    eval_data: str | None = setting(
+        None, help="Normalized dataset (e.g. val.jsonl) to generate from and score at every evaluation."
+    )
+    eval_rows: int = setting(
+        200, help="Rows of --eval-data (the first N, a fixed subset) answered at each evaluation.", low=1,
+        high=10**7,
+    )  # fmt: skip
+    eval_max_new_tokens: int = setting(
+        256, help="Longest answer generated for --eval-data, in tokens.", low=1, high=10**6
+    )
+    # None: "ex" with eval_data, else "val_loss" (`selection`)
+    select_by: str | None = setting(
+        None,
+        help="Metric that picks the adapter kept in best/: ex (higher is better) or val_loss (lower).",
+        choices=SELECT_BY,
+        default_text="ex with --eval-data, else val_loss",
+    )
     # decoding settings carried into the run directory for inference (checked by `DECODING_RANGES`)
     decoding: dict = setting(
         default_factory=lambda: {"temperature": 0.7, "top_p": 0.8, "top_k": 20},
@@ -169,6 +194,13 @@ class TrainConfig:
             or not all(isinstance(m, str) and re.fullmatch(r"[\w.\-]+", m) for m in self.target_modules)
         ):
             bad("target_modules", "must be a non-empty list of module names")
+        if self.eval_data is not None:
+            if not isinstance(self.eval_data, str) or not self.eval_data.strip():
+                bad("eval_data", "must be the path of a dataset file")
+            if not os.path.isfile(self.eval_data):
+                bad("eval_data", "does not exist or is not a file")
+        if self.select_by == "ex" and self.eval_data is None:
+            bad("select_by", "ex needs eval_data (--eval-data): without it there is nothing to score")
         if not isinstance(self.decoding, dict):
             bad("decoding", "must be a mapping (temperature, top_p, top_k, ...)")
         for key, value in self.decoding.items():
@@ -182,6 +214,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def selection(self) -> str:
+        """The metric that picks best/: `select_by`, else "ex" when `eval_data` is set, else "val_loss"."""
+        if self.select_by is not None:
+            return self.select_by
+        return "ex" if self.eval_data is not None else "val_loss"
 
 
 def _is_number(value) -> bool:

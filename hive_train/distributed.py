@@ -176,6 +176,16 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     return tensor.tolist()
 
 
+def all_gather(obj) -> list:
+    """Every rank's `obj` (picklable, small: pickled through the collective), in rank order, on
+    every rank; `[obj]` in a single process."""
+    if not active():
+        return [obj]
+    gathered = [None] * world()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def strip_gpus(argv: list[str]) -> list[str]:
     """`argv` without its `--gpus N` / `--gpus=N` option (what the launched processes get)."""
     out: list[str] = []

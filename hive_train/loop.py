@@ -4,7 +4,9 @@ Order of operations per optimizer step: set the learning rate, forward + backwar
 micro-batch of this process's share (`hive_train.steps`, `hive_train.loss`: the step's gradient is
 that of the mean over all its loss tokens, however it is split), sum the adapter gradients over
 ranks, check the loss is finite, clip, step, zero the gradients, log, then evaluate and save on
-their cadence.
+their cadence. An evaluation is the validation loss and, with an evaluation hook (`eval_data`:
+`hive_eval.during_training`), the live adapter's answers scored (EX); the adapter of the best
+evaluation by `select_by` is kept in `best/` (`hive_train.best`).
 
 Under torchrun (`hive_train.distributed`) every rank runs this same loop; rank 0 alone writes the
 run directory and shows progress.
@@ -24,6 +26,7 @@ import torch
 
 from hive_core.errors import TrainError
 from hive_train import checkpoint, distributed
+from hive_train.best import BestAdapter
 from hive_train.config import TrainConfig, oom_message
 from hive_train.data import shard_micro_batches
 from hive_train.loss import evaluate
@@ -46,6 +49,7 @@ class TrainResult:
     completed: bool  # False when stopped early by `stop_after`
     cuda_graphs: bool = False  # whether the steps ran as CUDA graph replays
     model: object = dataclasses.field(default=None, repr=False)  # the trained peft model
+    best: dict | None = None  # best/best.json: the step, metric and value of the best evaluation
 
 
 def train(
@@ -59,11 +63,17 @@ def train(
     verify: str = "sha256",
     progress: bool = True,
     notes: list[str] | None = None,
+    eval_hook=None,
 ) -> TrainResult:
     """Train an adapter on packed shards into `out_dir` (docs/training.md has the layout).
 
     `stop_after` stops after that many optimizer steps in total (saving a checkpoint) without
     changing the schedule, as an interruption would. Raises `HiveError` subclasses for bad input.
+
+    `eval_hook(model, tokenizer, step) -> dict | None` runs at every evaluation, on every rank,
+    after the validation loss; the dict rank 0 gets (`ex`, `valid`, ..., `rows`, `seconds`) goes
+    into that step's metrics record as `eval_<key>`. Left out, `cfg.eval_data` gets
+    `hive_eval.during_training`'s hook (imported only then), which `train` also closes.
 
     Under torchrun every process calls this: each takes its share of every step's micro-batches
     and rank 0 alone writes `out_dir` (docs/distributed.md). The process group is started here
@@ -75,14 +85,30 @@ def train(
         log = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
         for note in notes or []:
             log(f"note: {note}")
-        run, data = setup_run(
-            cfg, shards_dir, Path(out_dir), device, started=started, log=log, resume=resume,
-            overwrite=overwrite, verify=verify,
-        )  # fmt: skip
-        return _loop(run, data, stop_after, progress)
+        owned = eval_hook is None and cfg.eval_data is not None
+        if owned:
+            with distributed.agreed():  # bad evaluation data stops every rank before anything is written
+                eval_hook = _default_eval_hook(cfg, shards_dir, out_dir)
+        try:
+            run, data = setup_run(
+                cfg, shards_dir, Path(out_dir), device, started=started, log=log, resume=resume,
+                overwrite=overwrite, verify=verify,
+            )  # fmt: skip
+            return _loop(run, data, stop_after, progress, eval_hook)
+        finally:
+            if owned:
+                eval_hook.close()
 
 
-def _loop(run, data, stop_after: int | None, progress: bool) -> TrainResult:
+def _default_eval_hook(cfg: TrainConfig, shards_dir, out_dir):
+    """`hive_eval.during_training`'s hook for `cfg.eval_data`; imported here, at run time, because
+    data flows from the trainer to the evaluator and never back at import."""
+    from hive_eval.during_training import make_eval_hook
+
+    return make_eval_hook(cfg, shards_dir, out_dir)
+
+
+def _loop(run, data, stop_after: int | None, progress: bool, eval_hook=None) -> TrainResult:
     """Optimizer steps from the resume point (or 0) to `stop_after` or the end; then the outputs."""
     cfg, schedule, rows = run.cfg, data.schedule, data.train_rows
     parts = setup_model(run, data)
@@ -95,7 +121,9 @@ def _loop(run, data, stop_after: int | None, progress: bool) -> TrainResult:
     total_steps, loss_per_row, peak = schedule.total_steps, rows.row_loss_tokens(), peak_flops(run.device)
     end_step = total_steps if stop_after is None else min(total_steps, stop_after)
     losses, val_loss, last_good, step = [], None, run.resume_from, start_step
+    best = _best_keeper(run, data)
     bar = _progress(total_steps, start_step, progress)
+    say = (lambda msg: bar.write(msg, file=sys.stderr)) if progress else (lambda msg: None)
     try:
         for step in range(start_step, end_step):
             t0 = time.perf_counter()
@@ -124,11 +152,16 @@ def _loop(run, data, stop_after: int | None, progress: bool) -> TrainResult:
             )  # fmt: skip
             if step == start_step:
                 _note_startup(run, record)
-            if (cfg.eval_every and done % cfg.eval_every == 0) or done == total_steps:
+            evaluated = bool(cfg.eval_every and done % cfg.eval_every == 0) or done == total_steps
+            if evaluated:
                 record["val_loss"] = val_loss = evaluate(
                     model, data.val_rows, data.val_micro, run.device, parts.backend, parts.autocast, parts.pad
                 )
-            if metrics and (done % cfg.log_every == 0 or record["val_loss"] is not None or done == end_step):
+                scores = _score(eval_hook, model, data.tokenizer, done, record)
+                improved = best is not None and best.offer(done, record, model)
+                if scores is not None:
+                    say(eval_line(done, scores) + _best_note(best, scores, improved))
+            if metrics and (done % cfg.log_every == 0 or evaluated or done == end_step):
                 metrics.write(record)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tokens_per_s']:,.0f}", refresh=False)
             bar.update(1)
@@ -150,7 +183,59 @@ def _loop(run, data, stop_after: int | None, progress: bool) -> TrainResult:
     return TrainResult(
         run_dir=run.out, steps=end_step, total_steps=total_steps, losses=losses, final_val_loss=val_loss,
         checkpoint=last_good, completed=completed, cuda_graphs=step_fn.graphed, model=model,
+        best=best.record if best else None,
     )  # fmt: skip
+
+
+def _best_keeper(run, data) -> BestAdapter | None:
+    """What keeps best/ on rank 0 (None elsewhere, and when the metric can never be measured)."""
+    cfg = run.cfg
+    if not run.main:
+        return None
+    if cfg.selection == "val_loss" and data.val_rows is None:
+        if cfg.select_by == "val_loss":
+            run.log("note: the shards hold no val split, so no validation loss: best/ is not kept")
+        return None
+    scope = {}
+    if cfg.selection == "ex":  # EX values compare only over the same rows
+        scope = {"eval_data": str(Path(cfg.eval_data).resolve()), "eval_rows": cfg.eval_rows}
+    return BestAdapter(run.out, cfg.selection, scope, resume=run.resume_from is not None)
+
+
+def _score(eval_hook, model, tokenizer, step: int, record: dict) -> dict | None:
+    """Run the evaluation hook (every rank: it gathers the ranks' answers); rank 0's scores go into
+    `record` as `eval_<key>` and are returned. Its end is a barrier that also agrees on failure:
+    the other ranks wait there while rank 0 scores."""
+    if eval_hook is None:
+        return None
+    with distributed.agreed():
+        scores = eval_hook(model, tokenizer, step)
+    if scores:
+        record.update({f"eval_{key}": value for key, value in scores.items()})
+    return scores or None
+
+
+def _best_note(best: BestAdapter | None, scores: dict, improved: bool) -> str:
+    """What an evaluation's line adds about best/."""
+    if improved:
+        return "; best so far, saved to best/"
+    if best is not None and best.selection == "ex" and scores.get("ex") is None:
+        return "; no EX (no SQL rows?), so best/ is not kept: --select-by val_loss selects by val loss"
+    return ""
+
+
+def eval_line(step: int, scores: dict) -> str:
+    """The one stderr line of an evaluation: `step 200: EX 41.0% (valid 88%, 200 rows, 12.3 s)`;
+    data without SQL has no EX: its exact-match rate stands in."""
+    if scores.get("ex") is not None:
+        head = f"EX {scores['ex']:.1%}"
+    elif scores.get("exact_text") is not None:
+        head = f"EX n/a, exact match {scores['exact_text']:.1%}"
+    else:
+        head = "EX n/a"
+    details = [f"valid {scores['valid']:.0%}"] if scores.get("valid") is not None else []
+    details += [f"{scores.get('rows', '?')} rows", f"{scores.get('seconds', 0.0):.1f} s"]
+    return f"step {step}: {head} ({', '.join(details)})"
 
 
 def _note_startup(run, record: dict) -> None:

@@ -16,6 +16,10 @@ RESUMABLE_CHANGES = {
     "save_every",
     "log_every",
     "keep_checkpoints",
+    "eval_data",  # evaluation during training reads the adapter, never changes it
+    "eval_rows",
+    "eval_max_new_tokens",
+    "select_by",
     "device",
     "compile",
     "cuda_graphs",

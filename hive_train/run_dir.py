@@ -26,6 +26,7 @@ from hive_core.atomic import (
 )
 from hive_core.errors import TrainError
 from hive_train import checkpoint
+from hive_train.best import BEST, read_best
 from hive_train.config import TrainConfig
 from hive_train.metrics import peak_memory_gb, read_metrics
 from hive_train.model import save_adapter
@@ -55,8 +56,9 @@ RUN_LAYOUT = Layout(
         "loss.png",
         "report.md",
         "adapter",
+        BEST,  # the best evaluation's adapter (hive_train.best)
         checkpoint.CHECKPOINTS,
-        "eval",  # hive-eval's default output
+        "eval",  # hive-eval's default output, and the evaluations during training
     ),
     legacy=_legacy_run,
 )
@@ -139,7 +141,8 @@ def write_generation_config(out: Path, cfg: TrainConfig, eos_id: int | None, pad
 
 
 def finish(run, data, parts) -> None:
-    """A completed run's outputs (rank 0): the adapter (PEFT format), loss.png and report.md.
+    """A completed run's outputs (rank 0): the adapter (PEFT format), loss.png (with EX when the run
+    scored answers) and report.md (with the best evaluation, best/).
     `run`, `data` and `parts` are what `hive_train.setup` made."""
     out, cfg, device = run.out, run.cfg, run.device
     remove_stale(out / "adapter")
@@ -164,6 +167,7 @@ def finish(run, data, parts) -> None:
         batching=_batching(cfg),
         peak_memory_gb=peak_memory_gb(device),
         wall_s=time.perf_counter() - run.started,
+        best=read_best(out),
     )
     write_report(out / "report.md", summary=summary, config=run.resolved, records=records)
     run.log(f"done: {out / 'adapter'} (report: {out / 'report.md'})")

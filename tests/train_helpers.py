@@ -122,3 +122,30 @@ def conversations(n: int) -> list[dict]:
         }
         for i in range(n)
     ]
+
+
+# 16 text-to-SQL rows (normalized, create_context format) the tiny model memorises in ~100 steps:
+# the same pairs `tests/eval/test_eval_generate.py` trains and scores.
+SQL_SCHEMA = "-- Dialect: postgres\nCREATE TABLE users (id INT, name TEXT, city TEXT, age INT);"
+SQL_PAIRS = [
+    ("How many users are there?", "SELECT COUNT(*) FROM users"),
+    ("List all user names.", "SELECT name FROM users"),
+    ("Which users live in Paris?", "SELECT name FROM users WHERE city = 'Paris'"),
+    ("What is the average age?", "SELECT AVG(age) FROM users"),
+    ("Who is the oldest user?", "SELECT name FROM users ORDER BY age DESC LIMIT 1"),
+    ("How many users live in Rome?", "SELECT COUNT(*) FROM users WHERE city = 'Rome'"),
+    ("List the cities.", "SELECT DISTINCT city FROM users"),
+    ("Show users older than 30.", "SELECT name FROM users WHERE age > 30"),
+    ("What is the maximum age?", "SELECT MAX(age) FROM users"),
+    ("Count users per city.", "SELECT city, COUNT(*) FROM users GROUP BY city"),
+    ("Find the youngest age.", "SELECT MIN(age) FROM users"),
+    ("Show the id of Alice.", "SELECT id FROM users WHERE name = 'Alice'"),
+    ("List users sorted by name.", "SELECT name FROM users ORDER BY name"),
+    ("Total age of all users?", "SELECT SUM(age) FROM users"),
+    ("Which city does Bob live in?", "SELECT city FROM users WHERE name = 'Bob'"),
+    ("Users under 18?", "SELECT name FROM users WHERE age < 18"),
+]
+
+
+def sql_rows() -> list[dict]:
+    return [{"question": q, "context": SQL_SCHEMA, "answer": a, "dialect": "postgres"} for q, a in SQL_PAIRS]
