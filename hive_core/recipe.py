@@ -1,4 +1,4 @@
-"""Recipes: one YAML file per expert kind with `normalize`, `pack` and `train` sections.
+"""Recipes: one YAML file per expert kind with `normalize`, `pack`, `train` and `eval` sections.
 
 Each command reads its own section (`--config`); CLI flags override what the recipe says. The
 file is parsed with PyYAML's safe loader only (no Python objects), and every key remembers its
@@ -22,7 +22,7 @@ import yaml
 
 from hive_core.errors import ConfigError
 
-SECTIONS = ("normalize", "pack", "train")
+SECTIONS = ("normalize", "pack", "train", "eval")
 # Top-level keys read by no command: a description, and what hive-train records in a run's config.yaml.
 METADATA = ("description", "shards", "versions", "world_size", "base_model")
 # Aliases a recipe may use; an alias to a mapping or list is refused outright.

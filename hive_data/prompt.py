@@ -45,3 +45,18 @@ def sql_messages(question: str, schema: str | None, dialect: str, answer: str | 
     if answer is not None:
         messages.append({"role": "assistant", "content": answer.strip()})
     return messages
+
+
+def parse_system_prompt(text: str) -> tuple[str, str | None] | None:
+    """(dialect, schema or None) of a system prompt `system_prompt` wrote, or None for any other
+    text. The inverse of `system_prompt` for the dialects in `DIALECT_NAMES` (and dialects written
+    under their own name)."""
+    import re
+
+    pattern = re.escape(SYSTEM_TEMPLATE).replace(re.escape("{dialect}"), "(.+?)")
+    match = re.match(pattern + r"(?:\n\n(.*))?\Z", text, re.DOTALL)
+    if match is None:
+        return None
+    names = {name: key for key, name in DIALECT_NAMES.items()}
+    schema = (match.group(2) or "").strip() or None
+    return names.get(match.group(1), match.group(1)), schema

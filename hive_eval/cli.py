@@ -5,6 +5,7 @@
     hive-eval runs/sql data.jsonl --predictions preds.jsonl        # writes runs/sql/eval/
 
     hive-eval runs/sql data.jsonl                                  # generate with the run, then score
+    hive-eval runs/sql                                             # the same on the run's validation split
     hive-eval dev.json -p preds.jsonl -o eval/ --db-dir spider/database   # execute on Spider's SQLite files
 
 RUN_DIR is the training run whose adapter produced the predictions. Without --predictions the run
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from hive_core.cli import cli_errors
+from hive_core.cli import cli_errors, recipe_option
 from hive_core.errors import ConfigError
 from hive_eval.compare import COMPARE_MODES
 from hive_eval.evaluate import KINDS, EvalConfig
@@ -27,17 +28,24 @@ from hive_eval.evaluate import KINDS, EvalConfig
 DEFAULTS = EvalConfig()  # the defaults live in the dataclass; flags only fill it
 
 
-def split_paths(paths: tuple[str, ...], predictions: str | None) -> tuple[str | None, str]:
-    """(RUN_DIR or None, DATA) from the positional arguments `RUN_DIR [DATA]`: a single argument is
-    DATA when --predictions is given; RUN_DIR `-` means none."""
+def split_paths(paths: tuple[str, ...], predictions: str | None) -> tuple[str | None, str | None]:
+    """(RUN_DIR or None, DATA or None) from the positional arguments `RUN_DIR [DATA]`: a single
+    argument is DATA when --predictions is given, else RUN_DIR (DATA None: the run's validation
+    split); RUN_DIR `-` means none."""
     if not paths:
         raise ConfigError("missing DATA: hive-eval [RUN_DIR] DATA --predictions FILE -o OUT")
     if len(paths) > 2:
         raise ConfigError(f"expected RUN_DIR and DATA, got {len(paths)} arguments")
     if len(paths) == 1:
-        if predictions is None:
-            raise ConfigError("nothing to score: pass RUN_DIR to generate predictions, or --predictions FILE")
-        return None, paths[0]
+        if predictions is not None:
+            return None, paths[0]
+        if not (Path(paths[0]) / "config.yaml").is_file():
+            raise ConfigError(
+                "not a run directory (no config.yaml): pass RUN_DIR [DATA] to generate, or DATA "
+                "--predictions FILE",
+                file=paths[0],
+            )
+        return paths[0], None
     run_dir, data = paths
     if run_dir == "-":
         run_dir = None
@@ -49,7 +57,7 @@ def split_paths(paths: tuple[str, ...], predictions: str | None) -> tuple[str | 
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("paths", nargs=-1, metavar="[RUN_DIR] DATA")
+@click.argument("paths", nargs=-1, metavar="[RUN_DIR] [DATA]")
 @click.option(
     "--predictions",
     "-p",
@@ -125,6 +133,7 @@ def split_paths(paths: tuple[str, ...], predictions: str | None) -> tuple[str | 
 )
 @click.option("--device", default="auto", show_default=True, help="Generating: auto, cpu, cuda or cuda:N.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@recipe_option("eval")
 @cli_errors
 def main(
     paths, predictions, output, compare, databases, seed, limit, timeout_ms, kind, pg_uri, db_dir, db_uri,
@@ -133,7 +142,8 @@ def main(
     """Score an expert against a normalized dataset (DATA: jsonl/json/csv/parquet from
     `hive-data normalize`), as BIRD's and Spider's evaluation scripts do: SQL is executed on small
     synthesized databases in a sandboxed PostgreSQL, or on real ones with --db-dir / --db-uri. With
-    --predictions FILE no model is loaded; without it, RUN_DIR's adapter generates the answers first."""
+    --predictions FILE no model is loaded; without it, RUN_DIR's adapter generates the answers first
+    (DATA left out: the run's own validation split, prompts as the shards hold them)."""
     from hive_eval.evaluate import evaluate, summary_table
 
     run_dir, data = split_paths(paths, predictions)
@@ -162,10 +172,13 @@ def main(
         logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
         predictions = str(Path(output) / "completions.jsonl")
+        val_data = str(Path(output) / "val_rows.jsonl") if data is None else None
         stats = predict(
             run_dir, data, predictions, limit=limit, device=device, max_new_tokens=max_new_tokens,
             batch_size=batch_size, temperature=temperature, top_p=top_p, seed=seed, progress=progress,
+            val_data=val_data,
         )  # fmt: skip
+        data = val_data or data
         click.echo(f"generated {stats.rows} answers ({stats.new_tokens} tokens) into {predictions}", err=True)
     if not Path(predictions).is_file():
         raise ConfigError("no such file", file=predictions)

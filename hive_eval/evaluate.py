@@ -130,18 +130,21 @@ class Row:
 
 
 def data_fields(data: dict, fmt: str) -> tuple[str, str, str | None]:
-    """(question, gold answer, schema or None) of a normalized row of any record format."""
+    """(question, gold answer, schema or None) of a normalized row of any record format; rows of
+    the generic formats may carry the schema in a `schema` field."""
     from hive_data.records import SQL_FORMATS, get_fields
 
     fields = get_fields(data, fmt)
     if fmt in SQL_FORMATS:
         schema = fields.get("schema") or data.get("schema")
         return str(fields["question"]), str(fields["answer"]), schema if isinstance(schema, str) else None
+    schema = data.get("schema")  # any row may carry its schema (`hive_eval.val_split` writes one)
+    schema = schema if isinstance(schema, str) and schema.strip() else None
     if fmt == "prompt_completion":
-        return str(fields["prompt"]), str(fields["completion"]), None
+        return str(fields["prompt"]), str(fields["completion"]), schema
     if fmt == "alpaca":
         question = "\n".join(str(fields[k]) for k in ("instruction", "input") if fields.get(k))
-        return question, str(fields["output"]), None
+        return question, str(fields["output"]), schema
     if fmt == "messages":
         turns = [m for m in fields["messages"] if isinstance(m, dict)]
         role = lambda m: m.get("role") or m.get("from")  # noqa: E731
@@ -150,7 +153,7 @@ def data_fields(data: dict, fmt: str) -> tuple[str, str, str | None]:
         if not answers:
             raise RecordError("no assistant message to score against")
         content = lambda m: str(m.get("content") or m.get("value") or "")  # noqa: E731
-        return (content(users[-1]) if users else ""), content(answers[-1]), None
+        return (content(users[-1]) if users else ""), content(answers[-1]), schema
     raise RecordError(f"rows of format {fmt!r} hold no question/answer pair to score")
 
 
@@ -370,4 +373,53 @@ def evaluate(
     with atomic_file(out_dir / "summary.json") as fh:
         json.dump(summary, fh, indent=2, ensure_ascii=False)
         fh.write("\n")
+    if run_dir is not None:
+        add_to_report(run_dir, summary, out_dir)
     return summary
+
+
+REPORT_START, REPORT_END = "<!-- hive-eval -->", "<!-- /hive-eval -->"
+
+
+def report_section(summary: dict, out_dir: str | os.PathLike) -> str:
+    """The evaluation's section of a run's report.md (between markers, so a later evaluation
+    replaces it): the summary table and where the rows are."""
+    inputs, config = summary.get("inputs", {}), summary["config"]
+    if config.get("db_dir") or config.get("db_uri"):
+        where = "executed on the rows' real databases"
+    else:
+        where = f"{config['databases']} synthesized databases per gold query"
+    return "\n".join(
+        [
+            REPORT_START,
+            "## Evaluation (hive-eval)",
+            "",
+            f"Data: `{inputs.get('data')}`; predictions: `{inputs.get('predictions')}`; per row: "
+            f"`{Path(out_dir) / 'predictions.jsonl'}`. Comparison: {config['compare']}, {where}.",
+            "",
+            "```",
+            summary_table(summary),
+            "```",
+            REPORT_END,
+        ]
+    )
+
+
+def add_to_report(run_dir: str | os.PathLike, summary: dict, out_dir: str | os.PathLike) -> bool:
+    """Put the evaluation's section into RUN_DIR/report.md (replacing an earlier one) when the run
+    directory is hive's (its ownership marker) and has a report. Returns whether it did."""
+    from hive_core.atomic import atomic_file, read_marker
+
+    report = Path(run_dir) / "report.md"
+    if read_marker(run_dir) is None or not report.is_file():
+        return False
+    text = report.read_text(encoding="utf-8")
+    section = report_section(summary, out_dir)
+    start, end = text.find(REPORT_START), text.find(REPORT_END)
+    if start >= 0 and end > start:
+        text = text[:start] + section + text[end + len(REPORT_END) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    with atomic_file(report) as fh:
+        fh.write(text)
+    return True

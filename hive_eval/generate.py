@@ -287,7 +287,7 @@ def pick_decoder(decoder: str | None, device: torch.device, temperature: float) 
 def generate(
     model,
     tokenizer,
-    prompts: Sequence[str],
+    prompts: Sequence[str] | Sequence[Sequence[int]],
     *,
     max_new_tokens: int = 256,
     temperature: float = 0.0,
@@ -299,8 +299,9 @@ def generate(
     decoder: str | None = None,
     stats: GenerationStats | None = None,
 ) -> list[str]:
-    """The completion of every prompt, in input order: the generated text up to (not including)
-    the end of the assistant turn (`stop_ids`), special tokens such as `<think>` kept.
+    """The completion of every prompt (a text, or a list of token ids), in input order: the
+    generated text up to (not including) the end of the assistant turn (`stop_ids`), special tokens
+    such as `<think>` kept.
 
     Greedy when `temperature` is 0, else sampling with `temperature`, `top_p` (and `top_k` when
     given), seeded by `seed`. Prompts are tokenized without added special tokens, sorted by length
@@ -323,7 +324,10 @@ def generate(
     batch_size = batch_size or (64 if device.type == "cuda" else 8)
     stops = sorted(stop_ids(tokenizer, model))
     pad = pad_id(tokenizer)
-    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    if all(isinstance(p, str) for p in prompts):
+        encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    else:  # token ids as the shards hold them (`hive_eval.val_split`)
+        encoded = [list(map(int, p)) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     results: list[str | None] = [None] * len(encoded)
     torch.manual_seed(seed)
@@ -412,7 +416,7 @@ def _run(own, model, input_ids, attention, options: dict, stats: GenerationStats
 
 def predict(
     run_dir: str | os.PathLike,
-    data: str | os.PathLike,
+    data: str | os.PathLike | None,
     out_file: str | os.PathLike,
     *,
     limit: int | None = None,
@@ -423,29 +427,36 @@ def predict(
     top_p: float = 1.0,
     seed: int = 0,
     progress: bool = True,
+    val_data: str | os.PathLike | None = None,
 ) -> GenerationStats:
     """Generate the run's answer to every row of `data` (a normalized dataset; the first `limit`
     rows) and write them to `out_file` as JSON Lines (`row`, `id` when the data has one,
     `prediction`: the completion without its think block), the format `hive-eval --predictions`
-    reads. Greedy unless `temperature` > 0. Returns the generation's counters."""
-    from hive_core.atomic import atomic_file
-    from hive_data.records import iter_records
+    reads. Greedy unless `temperature` > 0. Returns the generation's counters.
 
-    rows, keys = [], []
-    for n, rec in enumerate(iter_records(data), 1):
-        if limit is not None and n > limit:
-            break
-        if rec.error is not None:
-            raise rec.error.with_location(file=rec.source, row=rec.row, line=rec.line)
-        rows.append(rec.data)
-        keys.append({"row": n, **({"id": rec.data["id"]} if rec.data.get("id") is not None else {})})
+    `data` None: the run's own validation split (`hive_eval.val_split`), whose prompts are the
+    shards' own tokens; its rows are written to `val_data` as a normalized dataset to score against."""
+    from hive_core.atomic import atomic_file
+
+    if data is not None:  # a bad row fails before the model loads
+        records, keys = _read_rows(data, limit)
     expert = load_expert(run_dir, device=device)
     for note in expert.notes:
         print(f"note: {note}", file=sys.stderr)
-    try:
-        prompts = render_prompts(rows, expert.tokenizer, expert.prompt_settings)
-    except HiveError as err:
-        raise err.with_location(file=str(data)) from None
+    if data is None:
+        from hive_eval.val_split import val_rows, write_val_data
+
+        if val_data is None:
+            raise ConfigError("predicting on the validation split needs val_data, where its rows go")
+        rows = val_rows(run_dir, expert.tokenizer, limit)
+        write_val_data(rows, val_data)
+        keys = [{"row": n} for n in range(1, len(rows) + 1)]
+        prompts = [r.prompt_ids for r in rows]
+    else:
+        try:
+            prompts = render_prompts(records, expert.tokenizer, expert.prompt_settings)
+        except HiveError as err:
+            raise err.with_location(file=str(data)) from None
     stats = GenerationStats()
     completions = generate(
         expert.model, expert.tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
@@ -457,3 +468,18 @@ def predict(
                 json.dumps({**key, "prediction": strip_think(text)}, ensure_ascii=False, default=str) + "\n"
             )
     return stats
+
+
+def _read_rows(data: str | os.PathLike, limit: int | None) -> tuple[list, list[dict]]:
+    """(rows, their keys for completions.jsonl) of a dataset; an unreadable row stops with its place."""
+    from hive_data.records import iter_records
+
+    rows, keys = [], []
+    for n, rec in enumerate(iter_records(data), 1):
+        if limit is not None and n > limit:
+            break
+        if rec.error is not None:
+            raise rec.error.with_location(file=rec.source, row=rec.row, line=rec.line)
+        rows.append(rec.data)
+        keys.append({"row": n, **({"id": rec.data["id"]} if rec.data.get("id") is not None else {})})
+    return rows, keys

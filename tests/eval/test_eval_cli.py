@@ -186,3 +186,32 @@ def test_json_and_text_rows_need_no_postgres(tmp_path):
     preds.write_text(json.dumps({"row": 1, "prediction": rows[2][1]}) + "\n")
     summary = evaluate(data, preds, tmp_path / "out2", EvalConfig(), progress=False)
     assert summary["overall"]["exact_text"] == 1.0 and summary["by"]["source"]["alpaca-like"]["rows"] == 1
+
+
+def test_a_recipes_eval_section_sets_the_defaults_and_flags_win(tmp_path):
+    data, preds = _write(tmp_path)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("eval:\n  compare: set\n  databases: 2\n  timeout_ms: 3000\n")
+    done = _run(
+        data, "-p", preds, "-o", tmp_path / "a", "--config", recipe, "--databases", "1", "--no-progress"
+    )
+    assert done.returncode == 0, done.stderr
+    config = json.loads((tmp_path / "a" / "summary.json").read_text())["config"]
+    assert (config["compare"], config["databases"], config["timeout_ms"]) == ("set", 1, 3000)
+    recipe.write_text("eval:\n  compare: set\n  temprature: 0.2\n")  # a typo: refused where it is
+    done = _run(data, "-p", preds, "-o", tmp_path / "b", "--config", recipe)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "temprature" in done.stderr and f"{recipe}:3:3" in done.stderr
+
+
+@pytest.mark.parametrize("name", ["sql-postgres", "json", "cypher", "typescript"])
+def test_every_pipelines_eval_section_is_read_by_hive_eval(name):
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from hive_eval.cli import main
+
+    recipe = Path(__file__).resolve().parents[2] / "pipelines" / f"{name}.yaml"
+    result = CliRunner().invoke(main, ["--config", str(recipe), "--help"])
+    assert result.exit_code == 0, result.output
