@@ -140,9 +140,9 @@ def test_bad_prediction_files_fail_with_one_line(tmp_path, content, message):
     "args, message",
     [
         (["missing.jsonl", "-p", "{preds}", "-o", "o"], "missing.jsonl: no such file or directory"),
-        (
+        (  # one argument without --predictions is RUN_DIR (its validation split): a data file is not one
             ["{data}", "-o", "o"],
-            "nothing to score: pass RUN_DIR to generate predictions, or --predictions FILE",
+            "not a run directory (no config.yaml): pass RUN_DIR [DATA] to generate, or DATA --predictions FILE",
         ),
         (["{data}", "-p", "{preds}"], "missing -o OUT"),
         (["nodir", "{data}", "-p", "{preds}"], "nodir: no such run directory"),

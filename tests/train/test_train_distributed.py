@@ -84,7 +84,10 @@ def assert_same_training(a, b) -> None:
     wb = load_file(b / "adapter" / "adapter_model.safetensors")
     assert wa.keys() == wb.keys()
     for key in wa:
-        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-6, msg=key)
+        # Adam divides by the gradient's own scale, so a float32 summation-order difference in a
+        # near-zero gradient moves a weight by a few 1e-6 (seen with peft 0.21.2); a wrong resume or
+        # a lost micro-batch moves them by about the learning rate
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5, msg=lambda m, k=key: f"{k}: {m}")
 
 
 @pytest.fixture(scope="module")
