@@ -18,7 +18,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 from hive_data.ddl.identifiers import apply_identifier_policy, colliding, quote
-from hive_data.ddl.model import ForeignKey, QualifiedName, Schema, Table
+from hive_data.ddl.model import Column, ForeignKey, QualifiedName, Schema, Table
 
 
 def print_schema(schema: Schema, target: str) -> str:
@@ -92,7 +92,7 @@ def print_table(table: Table, target: str, names: _Names | None = None) -> str:
         if column.unique and column.name != single_pk:
             parts.append("UNIQUE")
         if column.default is not None:
-            parts.append("DEFAULT " + names.expr(column.default, table.name))
+            parts.append("DEFAULT " + _default(column, names, table.name, target))
         if column.computed is not None:
             parts.append(f"GENERATED ALWAYS AS ({names.expr(column.computed, table.name)}) STORED")
         for check in column.checks:
@@ -117,6 +117,29 @@ def print_table(table: Table, target: str, names: _Names | None = None) -> str:
         out.append(f"  {text}{comma}" + (f" -- {comment}" if comment else ""))
     out.append(");")
     return "\n".join(out) + "\n"
+
+
+def _default(column: Column, names: _Names, table: QualifiedName, target: str) -> str:
+    """A column's DEFAULT value. SQLite takes a bare literal, signed number, NULL, TRUE/FALSE or
+    CURRENT_* but any other expression only in parentheses; so does MySQL 8 (CURRENT_TIMESTAMP on a
+    DATETIME excepted), which also takes TEXT, BLOB and JSON defaults only as parenthesized
+    expressions. (Reading the parentheses back drops them: the output stays a fixed point.)"""
+    node = column.default
+    text = names.expr(node, table)
+    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
+        node = node.this  # a signed number is a literal to both
+    if target == "sqlite" and not isinstance(node, (*_LITERALS, *_CLOCKS)):
+        return f"({text})"
+    if target == "mysql":
+        blob = column.type_sql.startswith(("TEXT", "BLOB", "JSON"))
+        clock = isinstance(node, exp.CurrentTimestamp) and column.type_sql == "DATETIME"
+        if blob or not (isinstance(node, _LITERALS) or clock):
+            return f"({text})"
+    return text
+
+
+_LITERALS = (exp.Literal, exp.Boolean, exp.Null, exp.HexString, exp.BitString)
+_CLOCKS = (exp.CurrentDate, exp.CurrentTime, exp.CurrentTimestamp)
 
 
 def _references(fk: ForeignKey, names: _Names) -> str:

@@ -5,6 +5,10 @@ the one spelling the target uses for that category. Widths of integers and strin
 ZEROFILL are dropped; decimal precision and scale are kept. The spellings are written out here rather
 than printed by sqlglot, whose generator says `INT` where the canonical format says `INTEGER`.
 docs/schemas.md, "Type mapping", shows the same table for readers.
+
+Also here: how SQLite reads a type name nobody defines (`sqlite_affinity`), which pairs of printed
+types a foreign key may join in each target (`fk_accepts`), and the widest of a set of key types
+(`widest`), for the rules of transforms.py that make the output execute.
 """
 
 from __future__ import annotations
@@ -173,9 +177,10 @@ def category(dtype: exp.DataType | None, read: str) -> str | None:
         return "text"  # a typeless SQLite column holds anything; text is the faithful reading
     t = dtype.this
     if t == T.USERDEFINED:
-        kind = dtype.args.get("kind")
-        name = (kind.name if isinstance(kind, exp.Expr) else str(kind or "")).upper()
-        return _NAMED.get(name)
+        name = _user_name(dtype)
+        if name in _NAMED:
+            return _NAMED[name]
+        return sqlite_affinity(name) if read == "sqlite" else None
     cat = CATEGORY.get(t)
     if cat == "timestamptz" and read in ("mysql", "mariadb", "singlestore", "doris", "starrocks"):
         return "timestamp"  # sqlglot reads MySQL TIMESTAMP as TIMESTAMPTZ; it stores no zone
@@ -184,6 +189,37 @@ def category(dtype: exp.DataType | None, read: str) -> str | None:
         if width and width[0] not in (None, 1):
             return "bigint"  # BIT(n>1) is a bit field; an integer holds its value
     return cat
+
+
+def _user_name(dtype: exp.DataType) -> str:
+    kind = dtype.args.get("kind")
+    return (kind.name if isinstance(kind, exp.Expr) else str(kind or "")).upper()
+
+
+def sqlite_affinity(name: str) -> str:
+    """The category of a type name SQLite does not know, by SQLite's own rules (datatype3.html, 3.1):
+    SQLite accepts any name and derives the column's affinity from its letters."""
+    name = name.upper()
+    if "INT" in name:
+        return "integer"
+    if any(part in name for part in ("CHAR", "CLOB", "TEXT")):
+        return "text"
+    if "BLOB" in name:
+        return "binary"
+    if any(part in name for part in ("REAL", "FLOA", "DOUB")):
+        return "double"
+    return "decimal"  # NUMERIC affinity
+
+
+def is_affinity_type(dtype: exp.DataType | None, read: str) -> bool:
+    """True for a SQLite column whose type name is no type name hive knows (`my_key_type`, `GUID`):
+    its category is only SQLite's affinity guess, so a foreign key may tell its type better."""
+    return (
+        read == "sqlite"
+        and dtype is not None
+        and dtype.this == T.USERDEFINED
+        and _user_name(dtype) not in _NAMED
+    )
 
 
 def _params(dtype: exp.DataType) -> list[int | None]:
@@ -195,6 +231,14 @@ def _params(dtype: exp.DataType) -> list[int | None]:
         except (ValueError, AttributeError):
             out.append(None)
     return out
+
+
+def _precision(dtype: exp.DataType | None) -> list[int]:
+    """A decimal's declared precision and scale; none for a user-defined name's parameters (`foo(10)`,
+    a SQLite name read by affinity)."""
+    if dtype is None or dtype.this == T.USERDEFINED:
+        return []
+    return [x for x in _params(dtype) if x is not None]
 
 
 def spell(dtype: exp.DataType | None, cat: str, target: str, identity: bool = False) -> str:
@@ -210,7 +254,7 @@ def spell(dtype: exp.DataType | None, cat: str, target: str, identity: bool = Fa
         key = "serial:" + (cat if cat in ("integer", "smallint", "bigint") else "bigint")
         return vocab[key]
     if cat == "decimal":
-        p = [x for x in _params(dtype) if x is not None] if dtype is not None else []
+        p = _precision(dtype)
         return vocab["decimal"].replace("{p}", f"({','.join(map(str, p))})" if p else "")
     return vocab[cat]
 
@@ -220,3 +264,76 @@ def enum_values(dtype: exp.DataType | None) -> list[str]:
     if dtype is None:
         return []
     return [e.name for e in dtype.expressions if isinstance(e, exp.Literal)]
+
+
+# Foreign keys PostgreSQL accepts between two different types of the vocabulary (it needs an implicit
+# cast of the referencing type to the referenced one inside one btree operator family; measured on
+# the embedded PostgreSQL for every pair, see tests/ddl/test_ddl_executes.py): up the numeric ladder
+# integers < decimal < floats (integers among themselves, floats among themselves),
+# date/timestamp/timestamptz among themselves, and time to timetz or interval.
+_PG_LADDER = {"SMALLINT": 0, "INTEGER": 0, "BIGINT": 0, "DECIMAL": 1, "REAL": 2, "DOUBLE PRECISION": 2}
+_PG_DATETIMES = {"DATE", "TIMESTAMP", "TIMESTAMPTZ"}
+_PG_TIME_UP = {("TIME", "TIMETZ"), ("TIME", "INTERVAL")}
+_PG_SERIALS = {"SERIAL": "INTEGER", "SMALLSERIAL": "SMALLINT", "BIGSERIAL": "BIGINT"}
+_MYSQL_STRINGS = ("TEXT", "VARCHAR(")
+
+
+def fk_base(type_sql: str, target: str) -> str:
+    """A printed column type as a foreign key compares it: auto-increment spellings as their integer
+    type, PostgreSQL's DECIMAL(p,s) as DECIMAL (numeric of any precision is one type there)."""
+    if target == "postgres":
+        base = _PG_SERIALS.get(type_sql, type_sql)
+        return "DECIMAL" if base.startswith("DECIMAL") else base
+    return type_sql.removesuffix(" AUTO_INCREMENT")
+
+
+def fk_accepts(referencing: str, referenced: str, target: str) -> bool:
+    """Whether `target` creates a foreign key from a column printed `referencing` to one printed
+    `referenced`. SQLite accepts any pair (it compares values, not types); MySQL wants the same
+    integer and decimal types (size and precision) but any string lengths."""
+    a, b = fk_base(referencing, target), fk_base(referenced, target)
+    if a == b or target == "sqlite":
+        return True
+    if target == "mysql":
+        return a.startswith(_MYSQL_STRINGS) and b.startswith(_MYSQL_STRINGS)
+    if a in _PG_LADDER and b in _PG_LADDER:
+        return _PG_LADDER[a] <= _PG_LADDER[b]
+    return (a in _PG_DATETIMES and b in _PG_DATETIMES) or (a, b) in _PG_TIME_UP
+
+
+_INTEGER_RANK = {"smallint": 0, "integer": 1, "bigint": 2}
+_DECIMALS = ("decimal", "money")
+
+
+def widest(types: list[tuple[exp.DataType | None, str]]) -> tuple[exp.DataType | None, str]:
+    """The widest of (type, category) pairs of the first one's family, ignoring the others: the largest
+    integer, or a decimal with the most integer digits and the largest scale (unbounded when one is).
+    Any other family: the first type itself."""
+    first = types[0]
+    if first[1] in _INTEGER_RANK:
+        ints = [t for t in types if t[1] in _INTEGER_RANK]
+        return max(ints, key=lambda t: _INTEGER_RANK[t[1]])
+    if first[1] not in _DECIMALS:
+        return first
+    digits, scale = 0, 0
+    for dtype, cat in types:
+        if cat not in _DECIMALS:
+            continue
+        p = [19, 4] if cat == "money" else _precision(dtype)
+        if not p:
+            return exp.DataType.build("DECIMAL"), "decimal"
+        s = p[1] if len(p) > 1 else 0
+        digits, scale = max(digits, p[0] - s), max(scale, s)
+    if scale:
+        return exp.DataType.build(f"DECIMAL({digits + scale}, {scale})"), "decimal"
+    return exp.DataType.build(f"DECIMAL({digits})"), "decimal"
+
+
+_FAMILIES = {"smallint": "number", "integer": "number", "bigint": "number", "decimal": "number"}
+_FAMILIES |= {"money": "number", "real": "number", "double": "number", "bit": "boolean"}
+_FAMILIES |= {"uuid": "text", "enum": "text", "timestamptz": "timestamp", "date": "timestamp"}
+
+
+def family(cat: str) -> str:
+    """Categories whose values (and so defaults) carry over to each other: numbers, texts, moments."""
+    return _FAMILIES.get(cat, cat)
