@@ -22,7 +22,7 @@ import click
 
 from hive_core.cli import cli_errors, recipe_option
 from hive_core.errors import ConfigError
-from hive_eval.compare import COMPARE_MODES
+from hive_data.compare import COMPARE_MODES
 from hive_eval.evaluate import KINDS, EvalConfig
 
 DEFAULTS = EvalConfig()  # the defaults live in the dataclass; flags only fill it

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hive_core.errors import ConfigError, RecordError
-from hive_eval.compare import COMPARE_MODES
+from hive_data.compare import COMPARE_MODES
 from hive_eval.scoring import SCORERS, VERDICTS, Case, Context, score
 
 KINDS = ("auto", *SCORERS)

@@ -26,9 +26,9 @@ from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
 from hive_core.errors import SQLError
+from hive_data.compare import orders_rows, results_equal
 from hive_data.sandbox import pg_message
-from hive_eval.compare import orders_rows, results_equal
-from hive_eval.synth import synthesize_databases
+from hive_data.synth import synthesize_databases
 
 QUERIES = (exp.Select, exp.SetOperation, exp.Values)
 # Results are tiny on synthesized databases; a query that streams millions of rows within its
@@ -161,7 +161,7 @@ class Executor:
     def databases(self, schema: str, gold: str | None) -> list[str]:
         """Names of the K loaded scratch schemas for this schema and gold query. Gold queries that
         give the synthesizer the same hints (most often: none) share them; each set is built once."""
-        from hive_eval.synth import GoldHints, parse_schema
+        from hive_data.synth import GoldHints, parse_schema
 
         tables = self._tables.get(schema)
         if tables is None:

@@ -2,7 +2,7 @@
 
 Two kinds, one contract (`RealDatabase`): `execution_match(gold, prediction, db_id, compare=...,
 dialect=...)` is `(correct, reason when not)` under the rules of synthesized execution
-(`hive_eval.compare`: bag or set, row order only when gold orders its result), on the one database
+(`hive_data.compare`: bag or set, row order only when gold orders its result), on the one database
 the row names instead of K synthesized ones; `explain(prediction, db_id, dialect=...)` is the
 `valid` verdict (the database plans it). Both sides are written in the row's dialect and transpiled
 by sqlglot to the database's when the two differ. A prediction must be one read-only query
@@ -33,7 +33,7 @@ import sqlglot
 from sqlglot.errors import SqlglotError
 
 from hive_core.errors import ConfigError, SQLError
-from hive_eval.compare import orders_rows, results_equal
+from hive_data.compare import orders_rows, results_equal
 from hive_eval.execute import MAX_ROWS, Outcome, bounded, check_query
 
 SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")

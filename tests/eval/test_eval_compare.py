@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 import sqlglot
 
-from hive_eval.compare import bag_equal, normalize_value, orders_rows, results_equal, set_equal
+from hive_data.compare import bag_equal, normalize_value, orders_rows, results_equal, set_equal
 
 
 def test_row_order_ignored_without_order_by():

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from hive_eval.synth import (
+from hive_data.synth import (
     GoldHints,
     check_passes,
     gold_groups,
