@@ -14,7 +14,7 @@ Rows respect types, NOT NULL, PRIMARY KEY and UNIQUE (single and composite), for
 generated first; a self reference points at an earlier row or the row itself; columns of a foreign key
 that closes a cycle are inserted NULL and set by UPDATE once every table has rows) and CHECK
 constraints: candidates are evaluated by `check_passes`, a small evaluator of the common CHECK forms;
-a form it cannot evaluate is left to PostgreSQL (`hive_eval.execute.load_database` keeps the rows the
+a form it cannot evaluate is left to PostgreSQL (`hive_data.execute.load_database` keeps the rows the
 server accepts). Everything is deterministic for a (schema, gold query, seed).
 """
 

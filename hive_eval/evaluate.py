@@ -266,7 +266,7 @@ def _executor_factory(config: EvalConfig, stack: contextlib.ExitStack):
     """A function that starts (on first use) PostgreSQL and the executor, closed with `stack`."""
 
     def executor():
-        from hive_eval.execute import Executor
+        from hive_data.execute import Executor
 
         uri = config.pg_uri
         if uri is None:

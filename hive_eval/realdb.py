@@ -6,12 +6,12 @@ dialect=...)` is `(correct, reason when not)` under the rules of synthesized exe
 the row names instead of K synthesized ones; `explain(prediction, db_id, dialect=...)` is the
 `valid` verdict (the database plans it). Both sides are written in the row's dialect and transpiled
 by sqlglot to the database's when the two differ. A prediction must be one read-only query
-(`hive_eval.execute.check_query`): anything else is wrong and never sent. A timeout, an error or
+(`hive_data.execute.check_query`): anything else is wrong and never sent. A timeout, an error or
 more than `MAX_ROWS` rows is a wrong answer, never a hang.
 
 - `SqliteDatabases(db_dir)`: Spider/BIRD layout, `DIR/<db_id>/<db_id>.sqlite` (or `.sqlite3`, `.db`,
   or `DIR/<db_id>.sqlite` etc.). Each file is opened read-only (`mode=ro`, `PRAGMA query_only`), and
-  an authorizer lets statements only read tables and call functions (no ATTACH, PRAGMA, writes or
+  `hive_data.sqlite_guard` lets statements only read tables and call functions (no ATTACH, PRAGMA, writes or
   `load_extension`); the deadline is a progress handler, which SQLite calls while a query runs.
 - `PostgresDatabase(uri)`: a database the user owns. Every query runs in a READ ONLY transaction that
   is always rolled back, under `SET LOCAL statement_timeout` and a watchdog that cancels it from the
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import time
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -34,25 +33,10 @@ from sqlglot.errors import SqlglotError
 
 from hive_core.errors import ConfigError, SQLError
 from hive_data.compare import orders_rows, results_equal
-from hive_eval.execute import MAX_ROWS, Outcome, bounded, check_query
+from hive_data.execute import MAX_ROWS, Outcome, bounded, check_query
+from hive_data.sqlite_guard import Deadline, armed, guard, run_query
 
 SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
-# The authorizer's whitelist: reading tables (and views and CTEs through them) and calling functions.
-# Numbers are SQLite's action codes; Python names some of them only from 3.11 on.
-_SQLITE_READS = frozenset(
-    {
-        getattr(sqlite3, "SQLITE_SELECT", 21),
-        getattr(sqlite3, "SQLITE_READ", 20),
-        getattr(sqlite3, "SQLITE_FUNCTION", 31),
-        getattr(sqlite3, "SQLITE_RECURSIVE", 33),
-    }
-)
-_SQLITE_FUNCTION = getattr(sqlite3, "SQLITE_FUNCTION", 31)
-# Functions that reach outside the database or its memory (the last three exist only in the sqlite3
-# shell, refused in case a build links them in).
-_SQLITE_REFUSED = frozenset({"load_extension", "fts3_tokenizer", "readfile", "writefile", "edit"})
-_SQLITE_MAX_LENGTH = 100_000_000  # bytes in one string or blob: randomblob(1e9) in one VM step
-_PROGRESS_STEPS = 1000  # VM instructions between deadline checks (microseconds apart)
 
 
 def transpile(sql: str, read: str, write: str) -> str:
@@ -188,7 +172,7 @@ class SqliteDatabases(RealDatabase):
         self.max_open = max_open
         self._conns: OrderedDict[str, sqlite3.Connection] = OrderedDict()
         self._paths: dict[str, Path | None] = {}
-        self._deadline = 0.0  # time.monotonic() past which the running statement is aborted
+        self._deadline = Deadline()
 
     def path(self, db_id: str | None) -> Path | None:
         """The file of database `db_id`, or None. A db_id is a plain name: never a path out of DIR."""
@@ -207,30 +191,16 @@ class SqliteDatabases(RealDatabase):
             return f"no database {db_id} in {self.db_dir}"
         return None
 
-    def _authorize(self, action: int, arg1, arg2, db_name, trigger) -> int:
-        # Called while a statement compiles: whatever is not a read is refused before it can run.
-        if action not in _SQLITE_READS:
-            return sqlite3.SQLITE_DENY
-        if action == _SQLITE_FUNCTION and str(arg2).lower() in _SQLITE_REFUSED:
-            return sqlite3.SQLITE_DENY
-        return sqlite3.SQLITE_OK
-
     def _open(self, db_id: str) -> sqlite3.Connection:
         path = self.path(db_id)
         assert path is not None  # unavailable() was asked first
         try:
             conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-            conn.execute("PRAGMA query_only = ON")
             conn.execute("SELECT count(*) FROM sqlite_master").fetchall()  # reads the schema: a database?
         except sqlite3.Error as err:
             raise SQLError(f"cannot open database {db_id}: {err}") from None
         conn.text_factory = lambda b: b.decode("utf-8", "replace")  # BIRD holds some text that is not UTF-8
-        if hasattr(conn, "setlimit"):  # Python 3.11+
-            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _SQLITE_MAX_LENGTH)
-            conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-        conn.set_authorizer(self._authorize)
-        conn.set_progress_handler(lambda: time.monotonic() > self._deadline, _PROGRESS_STEPS)
-        return conn
+        return guard(conn, self._deadline)
 
     def _conn(self, db_id: str) -> sqlite3.Connection:
         conn = self._conns.pop(db_id, None) or self._open(db_id)
@@ -239,37 +209,12 @@ class SqliteDatabases(RealDatabase):
             self._conns.popitem(last=False)[1].close()
         return conn
 
-    @contextlib.contextmanager
-    def _guarded(self, what: str = ""):
-        """The deadline armed for one statement, and its errors as SQLError."""
-        self._deadline = time.monotonic() + self.timeout_ms / 1000
-        try:
-            yield
-        except sqlite3.OperationalError as err:
-            if str(err) == "interrupted" and time.monotonic() > self._deadline:
-                raise SQLError(f"{what}timed out after {self.timeout_ms} ms") from None
-            raise SQLError(f"{what}{err}") from None
-        except (sqlite3.Error, ValueError, OverflowError, MemoryError) as err:
-            # ValueError: "the query contains a null character"; ProgrammingError: several statements
-            raise SQLError(f"{what}{err}") from None
-        finally:
-            self._deadline = 0.0  # a statement run outside this guard is aborted at once
-
     def _execute(self, sql: str, db_id: str | None) -> list[tuple]:
-        conn = self._conn(db_id)
-        with self._guarded():
-            cur = conn.execute(sql)
-            try:
-                rows = cur.fetchmany(MAX_ROWS + 1)  # stepped lazily: the rest is never computed
-            finally:
-                cur.close()
-        if len(rows) > MAX_ROWS:
-            raise SQLError(f"more than {MAX_ROWS} rows")
-        return rows
+        return run_query(self._conn(db_id), sql, self._deadline, self.timeout_ms, MAX_ROWS)
 
     def _plan(self, sql: str, db_id: str | None) -> None:
         conn = self._conn(db_id)
-        with self._guarded("EXPLAIN: "):
+        with armed(self._deadline, self.timeout_ms, "EXPLAIN: "):
             conn.execute("EXPLAIN " + sql).close()  # compiles the program; lists it without running it
 
     def close(self) -> None:

@@ -5,7 +5,7 @@ difflib's ratio of the whitespace-normalized texts, 0..1). On top of them:
 
 - ``sql``: `parses` (sqlglot reads the prediction as one statement of the row's dialect), `valid`
   (a read-only query that PostgreSQL plans with EXPLAIN against the row's schema, in the sandbox),
-  `ex` (execution accuracy: equal results on every synthesized database, `hive_eval.execute`) and
+  `ex` (execution accuracy: equal results on every synthesized database, `hive_data.execute`) and
   `exact` (both sides parsed, identifiers normalized, printed by sqlglot, compared). With a real
   database in the context (`hive_eval.realdb`), `valid` and `ex` are judged on the row's database
   there instead, and a row without a dialect is in the database's;
@@ -92,8 +92,8 @@ def canonical_sql(sql: str, dialect: str) -> str:
 
 
 def score_sql(case: Case, ctx: Context) -> dict:
+    from hive_data.execute import check_query
     from hive_data.verify import parse_statement
-    from hive_eval.execute import check_query
 
     database = ctx.database
     dialect = case.dialect or (database.dialect if database is not None else "postgres")

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from hive_core.errors import SQLError
-from hive_eval.execute import MAX_ROWS, bounded, check_query
+from hive_data.execute import MAX_ROWS, bounded, check_query
 from hive_eval.scoring import Case, Context, canonical_sql, score, similarity
 
 SCHEMA = """-- Dialect: postgres
@@ -32,7 +32,7 @@ CREATE TABLE concert (
 
 @pytest.fixture(scope="module")
 def ctx(pg_uri):
-    from hive_eval.execute import Executor
+    from hive_data.execute import Executor
 
     with Executor(pg_uri, prefix=f"t_exec{os.getpid()}", timeout_ms=500) as ex:
         yield Context(compare="bag", executor_factory=lambda: ex)

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from hive_core.errors import ConfigError
+from hive_data.execute import MAX_ROWS
 from hive_eval.evaluate import EvalConfig, evaluate
-from hive_eval.execute import MAX_ROWS
 
 # --------------------------------------------------------------------------- SQLite: a Spider-style DIR
 

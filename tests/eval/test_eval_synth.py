@@ -209,7 +209,7 @@ def _dump(conn, schema: str, tables) -> dict:
 
 @pytest.fixture(scope="module")
 def executor(pg_uri):
-    from hive_eval.execute import Executor
+    from hive_data.execute import Executor
 
     with Executor(pg_uri, prefix=f"t_synth{os.getpid()}", timeout_ms=3000) as ex:
         yield ex
@@ -218,7 +218,7 @@ def executor(pg_uri):
 def test_loads_into_postgres_with_every_constraint(executor, pg_uri):
     import psycopg
 
-    from hive_eval.execute import load_database
+    from hive_data.execute import load_database
 
     gold = 'SELECT e."Full Name" FROM employee AS e WHERE e.age >= 40 AND e.active'
     for i, db in enumerate(synthesize_databases(SCHEMA, gold, k=3, seed=3)):
@@ -239,7 +239,7 @@ def test_loads_into_postgres_with_every_constraint(executor, pg_uri):
 def test_fallback_keeps_the_rows_postgres_accepts(executor, pg_uri):
     import psycopg
 
-    from hive_eval.execute import load_database
+    from hive_data.execute import load_database
 
     schema = "-- Dialect: postgres\n-- Table: t\nCREATE TABLE t (\n  a INTEGER CHECK (a % 2 = 0)\n);\n"
     report = load_database(
