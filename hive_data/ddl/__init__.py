@@ -2,7 +2,7 @@
 
 ```python
 res = normalize_ddl(text, read="auto", dialect="postgres", source="file.sql", keep_data=False)
-res.text, res.read, res.tables, res.dropped, res.warnings, res.data
+res.text, res.read, res.tables, res.dropped, res.applied, res.clauses, res.warnings, res.data
 ```
 The pipeline: split statements (`split`), detect the dialect (`detect`), parse structure into the
 table model (`build`), apply the rewrite steps (`transforms.RULES`), print (`printer`).
@@ -30,7 +30,9 @@ class DDLResult:
     text: str
     read: str
     tables: list[str] = field(default_factory=list)
-    dropped: Counter = field(default_factory=Counter)
+    dropped: Counter = field(default_factory=Counter)  # statements that are not structure, by kind
+    applied: Counter = field(default_factory=Counter)  # ALTER TABLE actions replayed, by kind
+    clauses: Counter = field(default_factory=Counter)  # CREATE TABLE clauses the fallback dropped
     warnings: list[str] = field(default_factory=list)
     data: list[str] = field(default_factory=list)
 
@@ -88,6 +90,8 @@ def normalize_ddl(
         read=read,
         tables=[str(t.name) for t in schema.tables],
         dropped=built.dropped,
+        applied=built.applied,
+        clauses=built.clauses,
         warnings=list(schema.warnings),
         data=data,
     )

@@ -3,7 +3,8 @@
 Only statements that can change table structure are parsed (CREATE TABLE, ALTER TABLE, COMMENT ON,
 CREATE TYPE ... AS ENUM, CREATE DOMAIN, sp_addextendedproperty); everything else is classified by
 its leading words and counted, which keeps data-heavy dumps fast. Anything that would be lost or
-misread raises `DDLError` with the file line and column.
+misread raises `DDLError` with the file line and column. ALTER TABLE is replayed by `alter`; a CREATE
+TABLE sqlglot cannot read goes through `fallback` before it is rejected.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from sqlglot.errors import ParseError, SqlglotError, TokenError
 from sqlglot.tokens import TokenType
 
 from hive_core.errors import DDLError
+from hive_data.ddl import fallback
+from hive_data.ddl.alter import apply_alter
 from hive_data.ddl.model import Column, ForeignKey, QualifiedName, Schema, Table
 from hive_data.ddl.split import Statement
 
@@ -27,7 +30,7 @@ _CREATE_TABLE = re.compile(
     r"(?:(?:TEMPORARY|TEMP|UNLOGGED|TRANSIENT|VOLATILE)\s+)?TABLE\b",
     re.I,
 )
-_ALTER_TABLE = re.compile(r"ALTER\s+TABLE\b", re.I)
+_ALTER_TABLE = re.compile(r"ALTER\s+(?:(?:ONLINE|OFFLINE|IGNORE)\s+)*TABLE\b", re.I)
 _COMMENT_ON = re.compile(r"COMMENT\s+ON\s+(\w+)", re.I)
 _CREATE_SCHEMA_BODY = re.compile(
     r"CREATE\s+SCHEMA\s+(?:IF\s+NOT\s+EXISTS\s+)?(\"[^\"]+\"|`[^`]+`|\[[^\]]+\]|[\w$]+)"
@@ -46,26 +49,6 @@ _KIND = re.compile(
     r"MATERIALIZED|TEMPORARY|TEMP|RECURSIVE|EDITIONABLE|FORCE|PUBLIC|GLOBAL)\s+)*(\w+)|([A-Za-z_]+)",
     re.I,
 )
-_NAME_PART = r"\[[^\]]*\]|\"[^\"]*\"|`[^`]*`|[\w$#]+"
-_NAME = r"(?:\[[^\]]*\]|\"[^\"]*\"|`[^`]*`|[\w$#]+)(?:\s*\.\s*(?:\[[^\]]*\]|\"[^\"]*\"|`[^`]*`|[\w$#]+))*"
-# ALTER TABLE forms sqlglot does not parse that change nothing a schema shows.
-_ALTER_NOISE = re.compile(
-    r"ALTER\s+TABLE\s+(?:ONLY\s+)?" + _NAME + r"\s+(?:"
-    r"(OWNER\s+TO)|((?:ENABLE|DISABLE)\s+(?:ALWAYS\s+|REPLICA\s+)?TRIGGER)|(CLUSTER\s+ON)|"
-    r"(REPLICA\s+IDENTITY)|((?:WITH\s+)?(?:NO)?CHECK\s+CONSTRAINT)|(SET\s+\()|(ALTER\s+COLUMN\s+\S+\s+SET\s+STATISTICS))",
-    re.I,
-)
-_TSQL_DEFAULT_FOR = re.compile(
-    r"ALTER\s+TABLE\s+("
-    + _NAME
-    + r")\s+ADD\s+(?:CONSTRAINT\s+"
-    + _NAME
-    + r"\s+)?DEFAULT\s+(.*)\s+FOR\s+("
-    + _NAME
-    + r")\s*$",
-    re.I | re.S,
-)
-
 # Storage and engine details some parsers reject; they say nothing about structure. Blanked with
 # spaces (same length) so reported columns still point into the original file.
 _NOISE: dict[str, re.Pattern] = {
@@ -83,6 +66,8 @@ _NOISE: dict[str, re.Pattern] = {
     ),
 }
 _TRAILING_COMMA = re.compile(r",(?=\s*\)\s*\Z)")
+# SSMS writes `UNIQUE NONCLUSTERED ([c] ASC)`; sqlglot reads a sort order in PRIMARY KEY lists only.
+_TSQL_UNIQUE_ORDER = re.compile(r"\bUNIQUE\s*\(([^()'\"]*)\)", re.I)
 # SQLite accepts type names of several words that sqlglot does not; same-length replacements.
 _SQLITE_TYPES = [
     (re.compile(r"\bUNSIGNED\s+BIG\s+INT\b", re.I), "BIGINT"),
@@ -98,16 +83,21 @@ _SERIALS = (exp.DataType.Type.SERIAL, exp.DataType.Type.BIGSERIAL, exp.DataType.
 
 @dataclass
 class Built:
-    """What the statements said: the schema, dropped statements by kind, data, warnings."""
+    """What the statements said: the schema, dropped statements by kind, ALTER TABLE actions applied
+    by kind, clauses dropped from CREATE TABLE by the fallback, data."""
 
     schema: Schema
     dropped: Counter = field(default_factory=Counter)
+    applied: Counter = field(default_factory=Counter)
+    clauses: Counter = field(default_factory=Counter)
     data: list[exp.Expr] = field(default_factory=list)
     enums: dict[str, list[str]] = field(default_factory=dict)
 
 
 def statement_kind(stmt: Statement) -> str:
     """A short name for what a statement is, for the dropped-statements summary."""
+    if stmt.kind is not None:  # named by the splitter, which recognized it (COPY data, /*!...*/ ...)
+        return stmt.kind
     if stmt.meta:
         return "psql meta-command" if stmt.text.startswith("\\") else "client command"
     m = _KIND.match(stmt.text)
@@ -205,30 +195,44 @@ class _Builder:
         self.out.dropped[statement_kind(stmt)] += 1
 
     def parse(self, stmt: Statement, text: str, check_commas: bool = False) -> exp.Expr:
+        return self.parse_tokens(stmt, text, self.tokens(stmt, text, check_commas))
+
+    def tokens(self, stmt: Statement, text: str, check_commas: bool = False) -> list:
+        """sqlglot's tokens for `text` (a located DDLError when it cannot be tokenized)."""
         try:
             tokens = self.dialect.tokenize(text)
         except TokenError as err:
             raise self.error(f"cannot tokenize: {err}", stmt) from None
         if check_commas:
             self.check_tokens(stmt, tokens)
+        return tokens
+
+    def parse_tokens(self, stmt: Statement, text: str, tokens: list, raw: bool = False) -> exp.Expr:
+        """Parse one statement from its tokens; `raw` lets sqlglot's ParseError through (the
+        fallback reads its position)."""
         try:
             trees = self.dialect.parser().parse(tokens, text)
         except TokenError as err:
             raise self.error(f"cannot tokenize: {err}", stmt) from None
         except ParseError as err:
-            info = err.errors[0] if err.errors else {}
-            reason = info.get("description") or str(err).splitlines()[0]
-            near = (info.get("highlight") or "").strip()
-            if near:
-                reason += f" near {near!r}"
-            line, col = info.get("line"), info.get("col")
-            if col and near:  # sqlglot reports the column where the offending token ends
-                col = max(1, col - len(info.get("highlight") or "") + 1)
-            raise self.error(f"cannot parse ({self.read}): {reason}", stmt, line, col) from None
+            if raw:
+                raise
+            raise self.parse_error(stmt, err) from None
         trees = [t for t in trees if t is not None]
         if len(trees) != 1:
             raise self.error(f"expected one statement, found {len(trees)} (missing separator?)", stmt)
         return trees[0]
+
+    def parse_error(self, stmt: Statement, err: ParseError) -> DDLError:
+        info = err.errors[0] if err.errors else {}
+        reason = info.get("description") or str(err).splitlines()[0]
+        near = (info.get("highlight") or "").strip()
+        if near:
+            reason += f" near {near!r}"
+        line, col = info.get("line"), info.get("col")
+        if col and near:  # sqlglot reports the column where the offending token ends
+            col = max(1, col - len(info.get("highlight") or "") + 1)
+        return self.error(f"cannot parse ({self.read}): {reason}", stmt, line, col)
 
     def check_tokens(self, stmt: Statement, tokens) -> None:
         """Reject punctuation sqlglot accepts silently: `(a int,, b int)`, `(a int,)`, `(, a int)`.
@@ -256,6 +260,7 @@ class _Builder:
             text = noise.sub(_blank, text)
         if self.read == "tsql":
             text = _TRAILING_COMMA.sub(" ", text)  # T-SQL accepts `..., )`; sqlglot does not
+            text = _TSQL_UNIQUE_ORDER.sub(_blank_sort_order, text)
         if self.read == "sqlite":
             for pattern, word in _SQLITE_TYPES:
                 text = pattern.sub(lambda m, w=word: w + " " * (len(m.group()) - len(w)), text)
@@ -263,11 +268,7 @@ class _Builder:
 
     # ---- CREATE TABLE ---------------------------------------------------------------------
     def create_table(self, stmt: Statement) -> None:
-        tree = self.parse(stmt, self.prepare(stmt.text), check_commas=True)
-        if isinstance(tree, exp.Command) or not isinstance(tree, exp.Create):
-            raise self.error(
-                "CREATE TABLE uses syntax sqlglot cannot read (it fell back to a raw command)", stmt
-            )
+        tree = self.read_create(stmt)
         if tree.expression is not None:
             raise self.error("CREATE TABLE ... AS SELECT: the columns are not declared", stmt)
         parent, partition = None, False
@@ -305,6 +306,44 @@ class _Builder:
         self.check_table(stmt, table)
         self.out.schema.tables.append(table)
 
+    def read_create(self, stmt: Statement, owner: str | None = None) -> exp.Create:
+        """The tree of a CREATE TABLE. Syntax sqlglot cannot read goes through `fallback`: clauses
+        that change no column or key are dropped and counted, a part of a column that cannot be read
+        (a generation expression, ...) is dropped with a warning; if that does not help, the
+        statement is rejected where sqlglot stopped. `owner` names the table in warnings (for a
+        fragment of an ALTER TABLE read as a CREATE TABLE)."""
+        text = self.prepare(stmt.text)
+        tokens = self.tokens(stmt, text, check_commas=True)
+        try:
+            tree = self.parse_tokens(stmt, text, tokens, raw=True)
+            if isinstance(tree, exp.Create) and not isinstance(tree, exp.Command):
+                return tree
+        except ParseError:
+            pass
+        text, clauses = fallback.relax(text, tokens)
+        unreadable: list[tuple[str, str]] = []
+        while True:  # each round blanks a part, so this ends
+            tokens = self.tokens(stmt, text)
+            try:
+                tree = self.parse_tokens(stmt, text, tokens, raw=True)
+                break
+            except ParseError as err:
+                hit = fallback.drop_unreadable(text, tokens, _error_offset(text, err))
+                if hit is None:
+                    raise self.parse_error(stmt, err) from None
+                text, what, where = hit
+                unreadable.append((what, where))
+        if isinstance(tree, exp.Command) or not isinstance(tree, exp.Create):
+            raise self.error(
+                "CREATE TABLE uses syntax sqlglot cannot read (it fell back to a raw command)", stmt
+            )
+        self.out.clauses.update(clauses)
+        name = owner or _qualified(tree.this, stmt.schema)
+        for what, where in unreadable:
+            self.out.clauses[f"unreadable {what}"] += 1
+            self.out.schema.warnings.append(f"{name}: {where}: {what} dropped (sqlglot cannot read it)")
+        return tree
+
     def column(self, stmt: Statement, table: Table, item: exp.Expr) -> Column:
         if isinstance(item, exp.Identifier):
             line, col = stmt.locate(*_pos(item))
@@ -326,6 +365,9 @@ class _Builder:
         for cons in item.args.get("constraints") or []:
             kind = cons.args.get("kind") if isinstance(cons, exp.ColumnConstraint) else cons
             self.column_constraint(stmt, table, column, kind, cons)
+            name = cons.this if isinstance(cons, exp.ColumnConstraint) else None
+            if isinstance(name, exp.Identifier):
+                self.name_constraint(table, name.name, kind, column)
         if column.comment:
             comments.insert(0, column.comment)
         column.comment = "; ".join(dict.fromkeys(" ".join(c.split()) for c in comments)) or None
@@ -363,6 +405,8 @@ class _Builder:
             column.computed = kind.this.unnest() if isinstance(kind.this, exp.Paren) else kind.this
         elif isinstance(kind, exp.CommentColumnConstraint):
             column.comment = kind.this.name if kind.this is not None else None
+        elif isinstance(kind, exp.GeneratedAsRowColumnConstraint):
+            self.out.clauses["GENERATED ALWAYS AS ROW START/END"] += 1  # T-SQL system time: the column stays
         elif isinstance(
             kind,
             (
@@ -376,6 +420,7 @@ class _Builder:
                 exp.InlineLengthColumnConstraint,
                 exp.CompressColumnConstraint,
                 exp.EncodeColumnConstraint,
+                exp.InvisibleColumnConstraint,
             ),
         ):
             pass  # behaviour or storage, not structure (documented in README.md)
@@ -428,10 +473,31 @@ class _Builder:
         if category(column.dtype, self.read) is None:
             raise self.error_at(f"unknown type {name!r} for column {column.name!r}", stmt, ident)
 
+    def name_constraint(self, table: Table, name: str, kind: exp.Expr, column: Column | None) -> None:
+        """Remember the name the input gave a constraint just added (for ALTER TABLE ... DROP
+        CONSTRAINT); `column` for one declared inside a column definition."""
+        if isinstance(kind, (exp.PrimaryKey, exp.PrimaryKeyColumnConstraint)):
+            entry = ("primary key", None)
+        elif isinstance(kind, (exp.ForeignKey, exp.Reference)):
+            entry = ("foreign key", table.foreign_keys[-1])
+        elif isinstance(kind, exp.UniqueColumnConstraint):
+            entry = ("unique", column if column is not None else table.uniques[-1])
+        elif isinstance(kind, exp.CheckColumnConstraint):
+            entry = ("check", column.checks[-1] if column is not None else table.checks[-1])
+        elif isinstance(kind, exp.DefaultColumnConstraint) and column is not None:
+            entry = ("default", column)
+        elif isinstance(kind, exp.NotNullColumnConstraint) and column is not None:
+            entry = ("not null", column)
+        else:
+            return
+        table.constraint_names[name.lower()] = entry
+
     def table_constraint(self, stmt: Statement, table: Table, item: exp.Expr) -> None:
         if isinstance(item, exp.Constraint):
             for part in item.expressions:
                 self.table_constraint(stmt, table, part)
+                if isinstance(item.this, exp.Identifier):
+                    self.name_constraint(table, item.this.name, part, None)
             return
         if isinstance(item, exp.PrimaryKey):
             if table.primary_key:
@@ -448,10 +514,16 @@ class _Builder:
             if not cols:
                 raise self.error_at("UNIQUE without columns", stmt, item)
             table.uniques.append(cols)
+            if isinstance(target.this, exp.Identifier):  # MySQL UNIQUE KEY name (cols)
+                self.name_constraint(table, target.this.name, item, None)
         elif isinstance(item, exp.CheckColumnConstraint):
             table.checks.append(item.this)
         elif isinstance(item, exp.IndexColumnConstraint):
             self.out.dropped["index inside CREATE TABLE"] += 1
+        elif isinstance(item, (exp.ExcludeColumnConstraint, exp.PeriodForSystemTimeConstraint)):
+            # an exclusion constraint is no key; a T-SQL system-time period names two columns it keeps
+            label = "EXCLUDE constraint" if isinstance(item, exp.ExcludeColumnConstraint) else "PERIOD FOR"
+            self.out.clauses[label] += 1
         elif isinstance(item, exp.LikeProperty):
             raise self.error("CREATE TABLE (LIKE ...): copied columns are not supported", stmt)
         else:
@@ -475,52 +547,7 @@ class _Builder:
 
     # ---- ALTER TABLE ----------------------------------------------------------------------
     def alter_table(self, stmt: Statement) -> None:
-        text = self.prepare(stmt.text)
-        m = _TSQL_DEFAULT_FOR.match(text)
-        if m:
-            table = self.table_for(stmt, _qualified_text(m.group(1), stmt.schema))
-            column = table.column(_bare(m.group(3)))
-            if column is None:
-                raise self.error(f"DEFAULT FOR unknown column {m.group(3)}", stmt)
-            value = self.parse(stmt, "SELECT " + m.group(2))
-            self.set_default(column, value.expressions[0])
-            return
-        m = _ALTER_NOISE.match(text)
-        if m:
-            what = " ".join(next(g for g in m.groups() if g).upper().replace("(", "").split())
-            self.out.dropped[f"ALTER TABLE {what}"] += 1
-            return
-        tree = self.parse(stmt, text, check_commas=True)
-        if not isinstance(tree, exp.Alter) or not tree.args.get("actions"):
-            raise self.error(
-                "ALTER TABLE uses syntax sqlglot cannot read (it fell back to a raw command)", stmt
-            )
-        table = self.table_for(stmt, _qualified(tree.this, stmt.schema))
-        for action in tree.args["actions"]:
-            if isinstance(action, exp.AddConstraint):
-                for part in action.expressions:
-                    self.table_constraint(stmt, table, part)
-            elif isinstance(action, exp.ColumnDef):
-                table.columns.append(self.column(stmt, table, action))
-            elif isinstance(action, exp.AlterColumn):
-                column = table.column(action.this.name)
-                if column is None:
-                    raise self.error_at(
-                        f"ALTER COLUMN of unknown column {action.this.name!r}", stmt, action.this
-                    )
-                if action.args.get("default") is not None:
-                    self.set_default(column, action.args["default"])
-                elif action.args.get("drop"):
-                    column.default = None
-                elif action.args.get("allow_null") is not None:
-                    column.not_null = not action.args["allow_null"]
-                elif isinstance(action.args.get("dtype"), exp.DataType):
-                    column.dtype = action.args["dtype"]
-                else:
-                    raise self.error("unsupported ALTER COLUMN form", stmt)
-            else:
-                raise self.error(f"unsupported ALTER TABLE action {type(action).__name__}", stmt)
-        self.check_table(stmt, table)
+        apply_alter(self, stmt)  # hive_data/ddl/alter.py
 
     def table_for(self, stmt: Statement, name: QualifiedName) -> Table:
         table = self.out.schema.find(name)
@@ -589,8 +616,23 @@ def _schema_body(stmt: Statement, m: re.Match) -> list[Statement]:
     return parts
 
 
+def _error_offset(text: str, err: ParseError) -> int:
+    """The offset in `text` where sqlglot's first error ends (-1 when it gives none)."""
+    info = err.errors[0] if err.errors else {}
+    line, col = info.get("line"), info.get("col")
+    if not line or not col:
+        return -1
+    lines = text.split("\n")
+    return sum(len(x) + 1 for x in lines[: line - 1]) + col - 1
+
+
 def _depth(text: str, pos: int) -> int:
     return text.count("(", 0, pos) - text.count(")", 0, pos)
+
+
+def _blank_sort_order(m: re.Match) -> str:
+    """`ASC` / `DESC` in a key's column list blanked (same length): index order, not structure."""
+    return re.sub(r"\b(?:ASC|DESC)\b", lambda w: " " * len(w.group()), m.group(), flags=re.I)
 
 
 def _blank(m: re.Match) -> str:
@@ -604,11 +646,6 @@ def _bare(name: str) -> str:
     if part[:1] in '"`[' and len(part) >= 2:
         part = part[1:-1]
     return part
-
-
-def _qualified_text(name: str, default_schema: str | None) -> QualifiedName:
-    parts = [p.strip().strip('"`[]') for p in re.findall(_NAME_PART, name)]
-    return QualifiedName(parts[-1], parts[-2] if len(parts) > 1 else default_schema)
 
 
 def _qualified(table: exp.Expr, default_schema: str | None) -> QualifiedName:

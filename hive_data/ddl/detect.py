@@ -17,7 +17,8 @@ _MARKS: dict[str, list[tuple[str, float]]] = {
         (r"\bUNSIGNED\b", 1.0),
         (r"\bDEFAULT\s+CHARSET\b", 3.0),
         (r"^\s*DELIMITER\s", 3.0),
-        (r"/\*!\d+", 3.0),
+        (r"/\*M?!\d+", 3.0),
+        (r"^\s*(?:UN)?LOCK\s+TABLES\b", 3.0),
         (r"\bTINYINT\s*\(", 1.0),
         (r"\bINT\s*\(\s*\d+\s*\)", 1.0),
         (r"\bENUM\s*\(", 1.0),
@@ -32,6 +33,7 @@ _MARKS: dict[str, list[tuple[str, float]]] = {
         (r"(?<!AS )\bIDENTITY\b", 1.0),
         (r"\bGETDATE\s*\(", 2.0),
         (r"\bsp_addextendedproperty\b", 3.0),
+        (r"^\s*SET\s+(?:ANSI_NULLS|QUOTED_IDENTIFIER|ANSI_PADDING|NOCOUNT)\b", 3.0),
     ],
     "postgres": [
         (r"::\s*[A-Za-z_]", 2.0),
@@ -42,6 +44,7 @@ _MARKS: dict[str, list[tuple[str, float]]] = {
         (r"\bcharacter\s+varying\b", 2.0),
         (r"\btimestamp\s+with(?:out)?\s+time\s+zone\b", 2.0),
         (r"\bpg_catalog\b", 3.0),
+        (r"^\s*COPY\b[^;\n]*\bFROM\s+stdin\b", 3.0),
         (r"\bJSONB\b|\bBYTEA\b|\bTSVECTOR\b", 2.0),
         (r"\$\$", 1.0),
         (r"\bGENERATED\s+(?:ALWAYS|BY\s+DEFAULT)\s+AS\s+IDENTITY\b", 1.0),
@@ -62,6 +65,7 @@ _MARKS: dict[str, list[tuple[str, float]]] = {
         (r"\bDATETIME\s*\(\s*'NOW'\s*\)", 3.0),
         (r"\browid\b", 1.0),
         (r"\bSTRICT\s*;", 2.0),
+        (r"\bsqlite_(?:sequence|stat\d|master|schema)\b", 3.0),
     ],
 }
 
@@ -70,12 +74,14 @@ _COMPILED = {
 }
 _SAMPLE = 100_000  # schemas come first in dumps; the data after them says nothing about dialect
 # String literals and comments say nothing about the dialect ('[Disc 1]' is not T-SQL).
-_NOISE = re.compile(r"'(?:[^'\\\n]|\\.|'')*'|--[^\n]*|/\*(?!!).*?\*/", re.S)
+_NOISE = re.compile(r"'(?:[^'\\\n]|\\.|'')*'|--[^\n]*|/\*(?!M?!).*?\*/", re.S)
+# psql COPY rows (up to their `\.` line) are data, whatever words they hold.
+_COPY_DATA = re.compile(r"^(COPY\b[^;]*?\bFROM\s+stdin\b[^\n]*)\n.*?(?:^\\\.[ \t]*$|\Z)", re.I | re.M | re.S)
 
 
 def detect_dialect(text: str) -> str:
     """Return the sqlglot dialect name that best explains `text` (see the module docstring)."""
-    sample = _NOISE.sub("''", text[:_SAMPLE])
+    sample = _NOISE.sub("''", _COPY_DATA.sub(r"\1", text[:_SAMPLE]))
     scores = {
         dialect: sum(w * min(len(p.findall(sample)), 20) for p, w in marks)
         for dialect, marks in _COMPILED.items()

@@ -73,6 +73,7 @@ def normalize_sql_path(
 
     per_file: dict[str, Counter] = {}
     total: Counter = Counter()
+    applied = clauses = 0
     progress = _progress(len(targets))
     for path, dest in targets:
         res = normalize_ddl(_read_text(path), read=read, dialect=dialect, source=str(path))
@@ -88,9 +89,11 @@ def normalize_sql_path(
                 fh.write(res.text)
         per_file[str(path)] = res.dropped
         total.update(res.dropped)
+        applied += sum(res.applied.values())
+        clauses += sum(res.clauses.values())
         progress.update(1)
     progress.close()
-    log(_summary(total, len(targets)))
+    log(_summary(total, len(targets), applied, clauses))
     return per_file
 
 
@@ -100,8 +103,19 @@ def _progress(n: int):
     return tqdm(total=n, unit="file", desc="normalize", file=sys.stderr, disable=n < 20, leave=False)
 
 
-def _summary(dropped: Counter, files: int) -> str:
+def _summary(dropped: Counter, files: int, applied: int = 0, clauses: int = 0) -> str:
+    """One line: files, statements dropped by kind, then ALTER TABLE actions applied and CREATE TABLE
+    clauses the fallback dropped (when there are any)."""
     if not dropped:
-        return f"normalized {files} file(s); no statement dropped"
-    kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0])))
-    return f"normalized {files} file(s); dropped {sum(dropped.values())} statement(s) that are not table structure: {kinds}"
+        line = f"normalized {files} file(s); no statement dropped"
+    else:
+        kinds = ", ".join(
+            f"{kind} {n}" for kind, n in sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0]))
+        )
+        line = (
+            f"normalized {files} file(s); dropped {sum(dropped.values())} statement(s) that are not table "
+            f"structure: {kinds}"
+        )
+    if applied or clauses:
+        line += f"; {applied} ALTER action(s) applied, {clauses} clause(s) dropped"
+    return line

@@ -60,6 +60,11 @@ class Table:
     checks: list[exp.Expr] = field(default_factory=list)
     parent: QualifiedName | None = None  # INHERITS (parent) or PARTITION OF parent
     partition: bool = False  # PARTITION OF: keys are inherited too, not only columns
+    # Constraint names the input gave (folded to lower case), for ALTER TABLE ... DROP / RENAME
+    # CONSTRAINT; never printed. name -> (kind, what it names): ("primary key", None),
+    # ("unique", a list of `uniques` or a Column), ("foreign key", ForeignKey), ("check", an expression
+    # of `checks` or of a column's checks), ("default", Column), ("not null", Column).
+    constraint_names: dict[str, tuple[str, object]] = field(default_factory=dict, repr=False, compare=False)
 
     def column(self, name: str) -> Column | None:
         """Find a column: exact spelling first, then a unique case-insensitive match."""

@@ -102,3 +102,115 @@ def test_oracle_slash_lines_end_plsql_blocks():
 
 def test_comment_only_text_gives_no_statement():
     assert split_statements("-- nothing\n/* here */\n", "postgres") == []
+
+
+# ---- dump files ---------------------------------------------------------------------------------
+def test_copy_from_stdin_rows_are_consumed_up_to_the_backslash_dot_line():
+    sql = (
+        "COPY t (a, b) FROM stdin;\n"
+        '1\tit\'s; "x" $$ -- y\n'
+        "\\N\t\\\\. not the end\n"
+        "\\.\n"
+        "CREATE TABLE u (x int);\n"
+    )
+    stmts = split_statements(sql, "postgres")
+    assert [(s.text, s.kind, s.line) for s in stmts] == [
+        ("COPY t (a, b) FROM stdin", "COPY ... FROM stdin data block", 1),
+        ("CREATE TABLE u (x int)", None, 5),
+    ]
+    assert stmts[0].meta and not stmts[1].meta
+
+
+def test_copy_rows_without_their_end_line_run_to_the_end_of_the_file():
+    stmts = split_statements(
+        "CREATE TABLE u (x int);\nCOPY u FROM STDIN WITH (FORMAT csv);\n1\n'2\n", "postgres"
+    )
+    assert [s.kind for s in stmts] == [None, "COPY ... FROM stdin data block"]
+
+
+def test_psql_restrict_lines_of_new_pg_dump_are_meta_commands():
+    stmts = split_statements("\\restrict abc\nSET x = 0;\n\\unrestrict abc\n", "postgres")
+    assert [(s.meta, s.kind) for s in stmts] == [
+        (True, "psql meta-command"),
+        (False, None),
+        (True, "psql meta-command"),
+    ]
+
+
+def test_statements_wholly_inside_versioned_comments_are_labelled_not_parsed():
+    sql = (
+        "/*!40000 ALTER TABLE `t` DISABLE KEYS */;\n"
+        "/*!50003 CREATE*/ /*!50017 DEFINER=`root`@`localhost`*/ /*!50003 TRIGGER tr BEFORE INSERT ON t FOR EACH ROW "
+        "SET NEW.x = 1 */;\n"
+        "/*!50001 CREATE ALGORITHM=UNDEFINED */\n/*!50013 DEFINER=`root`@`%` SQL SECURITY DEFINER */\n"
+        "/*!50001 VIEW v AS select 1 AS x */;\n"
+        "/*M!100616 SET @OLD_NOTE_VERBOSITY=@@NOTE_VERBOSITY */;\n"
+        "CREATE DATABASE /*!32312 IF NOT EXISTS*/ `shop`;\n"
+    )
+    stmts = split_statements(sql, "mysql")
+    assert [(s.meta, s.kind) for s in stmts] == [
+        (True, "ALTER TABLE in /*!...*/"),
+        (True, "CREATE TRIGGER in /*!...*/"),
+        (True, "CREATE VIEW in /*!...*/"),
+        (True, "SET in /*!...*/"),
+        (False, None),
+    ]
+    assert stmts[0].text == "ALTER TABLE `t` DISABLE KEYS" and (stmts[0].line, stmts[0].col) == (1, 10)
+    assert " ".join(stmts[4].text.split()) == "CREATE DATABASE IF NOT EXISTS `shop`"  # mid-statement: kept
+
+
+def test_table_options_in_versioned_comments_are_cut_out_and_columns_kept():
+    sql = (
+        "CREATE TABLE t (\n  a int,\n  /*!50705 b json, */\n  c int\n) ENGINE=InnoDB /*!80016 ROW_FORMAT=DYNAMIC */\n"
+        "/*!50100 PARTITION BY RANGE (a)\n(PARTITION p0 VALUES LESS THAN (10) ENGINE = InnoDB) */;\n"
+        "CREATE TABLE u (x int);\n"
+    )
+    stmts = split_statements(sql, "mysql")
+    table = stmts[0]
+    assert " ".join(table.text.split()) == "CREATE TABLE t ( a int, b json, c int ) ENGINE=InnoDB"
+    assert table.text.splitlines()[2] == "           b json,   "  # markers blanked: positions map back
+    assert [(s.kind, s.text.split()[0], s.line, s.col) for s in stmts[1:3]] == [
+        ("table option in /*!...*/", "ROW_FORMAT=DYNAMIC", 5, 26),
+        ("table option in /*!...*/", "PARTITION", 6, 10),
+    ]
+    assert stmts[3].text == "CREATE TABLE u (x int)" and stmts[3].line == 8
+
+
+def test_mariadb_sandbox_line_is_a_client_command():
+    sql = "/*M!999999\\- enable the sandbox mode */ \n-- MariaDB dump\n/*!40101 SET NAMES utf8mb4 */;\n"
+    stmts = split_statements(sql, "mysql")
+    assert [(s.kind, s.line) for s in stmts] == [("client command", 1), ("SET in /*!...*/", 3)]
+
+
+def test_begin_transaction_is_not_a_body():
+    sql = "BEGIN TRANSACTION;\nCREATE TABLE a (x int);\nBEGIN;\nCREATE TABLE b (y int);\nCOMMIT;\n"
+    assert texts(sql, "sqlite") == [
+        "BEGIN TRANSACTION",
+        "CREATE TABLE a (x int)",
+        "BEGIN",
+        "CREATE TABLE b (y int)",
+        "COMMIT",
+    ]
+
+
+def test_sqlite_internal_tables_are_labelled():
+    sql = "CREATE TABLE sqlite_sequence(name,seq);\nINSERT INTO \"sqlite_sequence\" VALUES('t',2);\nDELETE FROM sqlite_stat1;"
+    assert [s.kind for s in split_statements(sql, "sqlite")] == [
+        "CREATE TABLE sqlite_sequence (SQLite internal table)",
+        "INSERT INTO sqlite_sequence (SQLite internal table)",
+        "DELETE FROM sqlite_stat1 (SQLite internal table)",
+    ]
+    assert [s.kind for s in split_statements(sql, "postgres")] == [None, None, None]  # legal names there
+
+
+def test_tsql_procedure_runs_to_its_go_line():
+    sql = (
+        "CREATE PROCEDURE p @n int\nAS\nSET NOCOUNT ON;\nCREATE TABLE #t (x int);\nSELECT * FROM #t;\nGO\n"
+        "CREATE OR ALTER PROC q AS\nSELECT 1\nGO\nCREATE TABLE a (x int)\nCREATE TABLE b (y int)\nGO\n"
+    )
+    out = texts(sql, "tsql")
+    assert len(out) == 4 and out[0].startswith("CREATE PROCEDURE p") and out[0].endswith("SELECT * FROM #t")
+    assert out[1].startswith("CREATE OR ALTER PROC q") and out[2:] == [
+        "CREATE TABLE a (x int)",
+        "CREATE TABLE b (y int)",
+    ]
