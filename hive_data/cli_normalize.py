@@ -49,7 +49,7 @@ def _echo_err(message: str) -> None:
 @click_options(NormalizeConfig, ["fmt"])
 @_field_option("mapping", "--map", default=None, metavar="FIELD=COLUMN,...")
 @_field_option("schema_dir", "--schema-dir", type=click.Path(file_okay=False))
-@click_options(NormalizeConfig, ["schema_key", "keep_data", "verify", "rejects", "strict"])
+@click_options(NormalizeConfig, ["schema_key", "keep_data", "coerce", "verify", "rejects", "strict"])
 @_field_option("num_proc", "--num-proc", type=click.IntRange(min=1))
 @recipe_option("normalize")
 @cli_errors

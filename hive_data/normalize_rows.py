@@ -5,8 +5,11 @@ For each text-to-SQL row (gretel, sql-create-context, Spider shapes):
 1. the schema (the row's context field, or `--schema-dir DIR/<key>/schema.sql|DIR/<key>.sql`) is
    canonicalized by `hive_data.ddl.normalize_ddl`, once per distinct text (memoized by hash);
    INSERTs in a context are dropped and counted, or kept (transpiled) with `keep_data`;
-2. the answer is transpiled to the target dialect with the schema's identifier policy;
-3. it is verified (`parse`, or `explain` in an embedded PostgreSQL);
+2. the answer is transpiled to the target dialect with the schema's identifier policy, and made
+   explicit where the source engine converted types implicitly (`hive_data.coerce`, typed against
+   the canonical schema; a row a rule rewrote lists the rules in its `coerced` field);
+3. it is verified (`parse`; `explain` in an embedded PostgreSQL; `execute`: also the same result as
+   the source answer in its own engine, `hive_data.verify_execute`);
 4. exact duplicates (same normalized question, schema and answer) are removed.
 
 Chat rows (messages, prompt/completion, alpaca, text) are checked to convert into a valid conversation
@@ -52,7 +55,19 @@ from hive_data.records import (
 )
 from hive_data.verify import VERIFY_LEVELS, guess_read
 
-STEPS = ("read", "fields", "schema", "answer", "parse", "explain", "messages", "convert", "internal")
+STEPS = (
+    "read",
+    "fields",
+    "schema",
+    "answer",
+    "parse",
+    "coerce",
+    "explain",
+    "execute",
+    "messages",
+    "convert",
+    "internal",
+)
 OUTPUT_SUFFIXES = (".jsonl", ".parquet")
 SCHEMA_MEMO = 4096  # canonical schemas remembered per process
 
@@ -91,10 +106,18 @@ class NormalizeConfig:
         flag_only=True,
         help="Datasets: keep INSERTs found in schema contexts (transpiled, after the tables) instead of dropping them.",
     )
+    coerce: bool = setting(
+        True,
+        help="Datasets: rewrite answers where the source (mysql, sqlite) converted types implicitly, typed "
+        "against the row's schema (text = number, SUM(text), flag = 1, LIKE on dates, ...); rows it "
+        "rewrites list the rules in a `coerced` field. --no-coerce transpiles the syntax only.",
+    )
     verify: str = setting(
         "parse",
         choices=VERIFY_LEVELS,
-        help="Datasets: answers must parse in the target dialect, or also pass EXPLAIN in an embedded PostgreSQL.",
+        help="Datasets: answers must parse in the target dialect; explain: also pass EXPLAIN in an embedded "
+        "PostgreSQL; execute: also return, on databases synthesized from the schema, what the source answer "
+        "returns in its own engine (SQLite, PostgreSQL sources; others are checked by EXPLAIN only).",
     )
     rejects: str | None = setting(
         None,
@@ -112,8 +135,8 @@ class NormalizeConfig:
         """`ConfigError` for options that cannot work together or name unknown things."""
         if self.verify not in VERIFY_LEVELS:
             raise ConfigError(f"--verify must be one of {', '.join(VERIFY_LEVELS)}, got {self.verify!r}")
-        if self.verify == "explain" and self.dialect != "postgres":
-            raise ConfigError("--verify explain runs PostgreSQL: it needs --dialect postgres")
+        if self.verify in ("explain", "execute") and self.dialect != "postgres":
+            raise ConfigError(f"--verify {self.verify} runs PostgreSQL: it needs --dialect postgres")
         if self.fmt is not None and self.fmt not in FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {self.fmt!r}")
         from sqlglot.dialects.dialect import Dialect
@@ -138,6 +161,9 @@ class Summary:
     rows_out: int = 0
     duplicates: int = 0
     rejected: Counter = field(default_factory=Counter)  # step -> rows
+    coerced: Counter = field(default_factory=Counter)  # coercion rule label -> kept rows it rewrote
+    executed: int = 0  # kept rows whose answer agreed with the source's in execution (--verify execute)
+    not_executed: Counter = field(default_factory=Counter)  # source dialect -> kept rows without an engine
     dropped: Counter = field(default_factory=Counter)  # statement kind -> count, over distinct schemas
     formats: Counter = field(default_factory=Counter)  # record format -> rows
     schemas: int = 0  # distinct schema texts canonicalized
@@ -167,6 +193,22 @@ class Summary:
             lines.append(
                 f"non-finite numbers (NaN/Infinity) written as null: {self.nulled} (JSON has no such values)"
             )
+        if self.coerced:
+            from hive_data.coerce import LABELS
+
+            order = {label: i for i, label in enumerate(LABELS)}
+            lines.append(
+                "coercions (kept rows per rule): "
+                + ", ".join(
+                    f"{k} {v}" for k, v in sorted(self.coerced.items(), key=lambda kv: order.get(kv[0], 99))
+                )
+            )
+        if self.executed or self.not_executed:
+            line = f"verified by execution: {self.executed} rows agree with their source answer"
+            if self.not_executed:
+                dialects = ", ".join(f"{k} {v}" for k, v in sorted(self.not_executed.items()))
+                line += f"; not executable here, checked by EXPLAIN only: {dialects}"
+            lines.append(line)
         if self.dropped:
             lines.append(
                 "dropped from the distinct schemas: "
@@ -211,8 +253,20 @@ class _Worker:
     schema_files: dict = field(default_factory=dict)  # --schema-dir key -> (text, path) | HiveError
     columns: dict = field(default_factory=dict)  # (format, row columns) -> field -> column
     verifier: object = None  # hive_data.verify.ExplainVerifier, made on first use
+    executor: object = None  # hive_data.verify_execute.ExecuteVerifier (--verify execute), on first use
+
+    def execute_verifier(self):
+        if self.executor is None:
+            from hive_data.verify_execute import ExecuteVerifier
+
+            self.executor = ExecuteVerifier(
+                self.pg_uri, timeout_ms=self.cfg.timeout_ms, prefix=f"hive_x{os.getpid()}"
+            )
+        return self.executor
 
     def explain_verifier(self):
+        if self.cfg.verify == "execute":  # one sandbox role per process: the executor's
+            return self.execute_verifier().executor.verifier
         if self.verifier is None:
             from hive_data.verify import ExplainVerifier
 
@@ -225,6 +279,9 @@ class _Worker:
         if self.verifier is not None:
             self.verifier.close()
             self.verifier = None
+        if self.executor is not None:
+            self.executor.close()
+            self.executor = None
 
 
 _WORKER: _Worker | None = None  # this process's worker, set by `_init_worker`
@@ -355,8 +412,11 @@ def _question_key(text: str) -> str:
     return " ".join(text.split())
 
 
-def _sql_row(w: _Worker, data: dict, fmt: str, source: str, row: int) -> tuple[dict, bytes, _Schema | None]:
-    """The normalized row, its dedup key, and its canonical schema (None when it has none)."""
+def _sql_row(
+    w: _Worker, data: dict, fmt: str, source: str, row: int
+) -> tuple[dict, bytes, _Schema | None, list[str]]:
+    """The normalized row, its dedup key, its canonical schema (None when it has none), and the
+    labels of the coercion rules that rewrote its answer."""
     cfg = w.cfg
     try:
         fields = get_fields(data, fmt, cfg.mapping)
@@ -387,23 +447,27 @@ def _sql_row(w: _Worker, data: dict, fmt: str, source: str, row: int) -> tuple[d
         if not isinstance(context, str):
             raise _Reject("fields", RecordError(f"field {colmap['schema']!r} is not a string"))
         schema, schema_field = _canonical_schema(w, context, f"{source} row {row}"), colmap["schema"]
-    elif cfg.verify == "explain":
+    elif cfg.verify in ("explain", "execute"):
         raise _Reject(
             "schema", RecordError("no schema to EXPLAIN against: pass --schema-dir and --schema-key")
         )
 
     read = cfg.read if cfg.read != "auto" else (schema.read if schema else guess_read(answer))
-    from hive_data.verify import transpile_answer
+    from hive_data.verify import transpile_coerced
 
     try:
-        sql = transpile_answer(
-            answer, read, cfg.dialect, unqualify=schema is not None and not schema.qualified
+        sql, coerced = transpile_coerced(
+            answer,
+            read,
+            cfg.dialect,
+            schema.text if schema is not None and cfg.coerce else None,
+            unqualify=schema is not None and not schema.qualified,
         )
     except SQLError as err:
         raise _Reject(getattr(err, "step", "answer"), err) from None
     except RecursionError:
         raise _Reject("answer", SQLError(_TOO_DEEP)) from None
-    if cfg.verify == "explain":
+    if cfg.verify in ("explain", "execute"):
         try:
             w.explain_verifier().explain(
                 sql, schema.text, dialect=cfg.dialect
@@ -414,12 +478,25 @@ def _sql_row(w: _Worker, data: dict, fmt: str, source: str, row: int) -> tuple[d
         except RecursionError:
             raise _Reject("explain", SQLError(_TOO_DEEP)) from None
 
+    executed = None
+    if cfg.verify == "execute":  # the source answer in its own engine against the transpiled one
+        try:
+            executed = w.execute_verifier().check(answer, read, sql, schema.text)
+        except SQLError as err:
+            raise _Reject("execute", err) from None
+        except RecursionError:
+            raise _Reject("execute", SQLError(_TOO_DEEP)) from None
+        if not executed:
+            executed = read  # no engine for this dialect: counted, kept on EXPLAIN's word
+
     out[colmap["answer"]] = sql
     if schema is not None:
         out[schema_field] = schema.text
     out["dialect"] = cfg.dialect
+    if coerced:  # only rewritten rows carry it: the others are exactly as without coercion
+        out["coerced"] = coerced
     key = _digest("sql", _question_key(question), schema.text if schema else "", sql)
-    return out, key, schema
+    return out, key, schema, coerced, executed
 
 
 _TOO_DEEP = "SQL nested too deeply to parse (parentheses or subqueries thousands of levels deep)"
@@ -528,6 +605,8 @@ class _Kept:
     where: tuple[str, int, int | None]  # source, row, input line
     schema_key: bytes | None = None  # the canonical schema's hash (SQL rows with a schema)
     dropped: Counter | None = None  # statements the schema's normalization dropped
+    coerced: tuple[str, ...] = ()  # labels of the coercion rules that rewrote the answer
+    executed: bool | str | None = None  # --verify execute: True, or the source dialect it could not run
 
 
 @dataclass
@@ -548,13 +627,21 @@ def _work(batch: list[Record]) -> list[_Kept | _Rejected]:
         try:
             if rec.data is None:  # unreadable: the reader already said why
                 raise _Reject("read", rec.error or RecordError("unreadable row"))
-            schema = None
+            schema, coerced, executed = None, [], None
             if fmt in SQL_FORMATS:
-                result, key, schema = _sql_row(w, rec.data, fmt, rec.source, rec.row)
+                result, key, schema, coerced, executed = _sql_row(w, rec.data, fmt, rec.source, rec.row)
             else:
                 result, key = _chat_row(w, rec.data, fmt)
             text, nulled = _dumps(result)
-            kept = _Kept(text, key, fmt, nulled, (rec.source, rec.row, rec.line))
+            kept = _Kept(
+                text,
+                key,
+                fmt,
+                nulled,
+                (rec.source, rec.row, rec.line),
+                coerced=tuple(coerced),
+                executed=executed,
+            )
             if schema is not None:
                 kept.schema_key, kept.dropped = schema.key, schema.dropped
             out.append(kept)
@@ -643,9 +730,9 @@ def normalize_dataset(
     for target in (output, rejects):  # temporary files of a run that was killed
         remove_stale(target)
     records = iter_records(src, fmt=cfg.fmt, mapping=cfg.mapping)
-    if cfg.verify == "explain" and cfg.pg_uri:
+    if cfg.verify in ("explain", "execute") and cfg.pg_uri:
         _write(records, output, rejects, cfg, cfg.pg_uri, procs, summary)
-    elif cfg.verify == "explain":
+    elif cfg.verify in ("explain", "execute"):
         from hive_data.postgres import embedded_postgres
 
         with embedded_postgres() as uri:
@@ -660,9 +747,13 @@ def normalize_dataset(
 def _finish(summary: Summary, cfg: NormalizeConfig, src, output: Path, rejects: Path) -> None:
     """The summary's closing warnings; `NothingKept` when no row was kept, and under `strict` a
     `RecordError` when any row was rejected."""
-    if cfg.verify == "explain" and summary.rows_in and not any(summary.formats[f] for f in SQL_FORMATS):
+    if (
+        cfg.verify in ("explain", "execute")
+        and summary.rows_in
+        and not any(summary.formats[f] for f in SQL_FORMATS)
+    ):
         summary.warnings.append(
-            "--verify explain checked nothing: no row holds an SQL answer (formats: "
+            f"--verify {cfg.verify} checked nothing: no row holds an SQL answer (formats: "
             + (", ".join(sorted(summary.formats)) or "none")
             + ")"
         )
@@ -756,6 +847,11 @@ def _write_rows(records, out, rej, cfg, pg_uri, procs: int, summary: Summary, ba
                 out.write(res.line + "\n")
                 summary.rows_out += 1
                 summary.nulled += res.nulled
+                summary.coerced.update(res.coerced)
+                if res.executed is True:
+                    summary.executed += 1
+                elif res.executed:
+                    summary.not_executed[res.executed] += 1
         bar.update(len(results))
     summary.schemas = len(schemas)
     return arrow_schema

@@ -32,7 +32,7 @@ from hive_data.ddl.identifiers import apply_identifier_policy
 from hive_data.sandbox import pg_message
 
 EXPLAINABLE = (exp.Select, exp.SetOperation, exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Values)
-VERIFY_LEVELS = ("parse", "explain")
+VERIFY_LEVELS = ("parse", "explain", "execute")
 _BARE = (
     exp.Condition,
     exp.Alias,
@@ -148,11 +148,27 @@ def transpile_answer(sql: str, read: str, dialect: str, *, unqualify: bool = Fal
     """The answer in the `dialect`, with the canonical schema's identifier policy, one line per
     statement as sqlglot prints it; `unqualify` drops schema qualifiers (for schemas printed without
     them). Raises SQLError when it cannot be read, transpiled or re-read."""
+    return transpile_coerced(sql, read, dialect, None, unqualify=unqualify)[0]
+
+
+def transpile_coerced(
+    sql: str, read: str, dialect: str, schema: str | None, *, unqualify: bool = False
+) -> tuple[str, list[str]]:
+    """`transpile_answer`, and with `schema` (the row's canonical DDL text) the answer made explicit
+    where `read` converted types implicitly (`hive_data.coerce`). Returns the text and the labels of
+    the coercion rules that changed it; with none, the text is exactly `transpile_answer`'s. Raises
+    SQLError as `transpile_answer` does, and `hive_data.coerce.Unfaithful` (step "coerce") for an
+    answer that has no faithful form in `dialect`."""
     stmt = parse_statement(sql, read, "does not parse")
     stmt = apply_identifier_policy(stmt, dialect, copy=False)  # our own fresh parse: no copy needed
     stmt = cross_join_bare_joins(stmt)
     if unqualify:
         stmt = drop_qualifiers(stmt)
+    fired: list[str] = []
+    if schema is not None:
+        from hive_data.coerce import coerce
+
+        stmt, fired = coerce(stmt, schema, read, dialect)
     try:
         out = stmt.sql(dialect=_dialect(dialect), copy=False, unsupported_level=ErrorLevel.RAISE)
     except SqlglotError as err:
@@ -169,7 +185,7 @@ def transpile_answer(sql: str, read: str, dialect: str, *, unqualify: bool = Fal
     except SQLError as err:
         err.step = "parse"  # the source was fine; the target dialect cannot take the result
         raise
-    return out
+    return out, fired
 
 
 def schema_key(schema: str, data: tuple[str, ...] = ()) -> str:
