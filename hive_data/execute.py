@@ -76,34 +76,54 @@ def _pg_message(err: Exception) -> str:
     return err.reason if isinstance(err, SQLError) else pg_message(err)
 
 
+def split_cycle_keys(schema: str) -> tuple[str, list[str]]:
+    """(the schema text without its cycle-closing foreign keys, those `ALTER TABLE ... ADD FOREIGN KEY`
+    statements). The canonical format prints each on one line of its own, after every table."""
+    kept, alters = [], []
+    for line in schema.splitlines():
+        if line.startswith("ALTER TABLE ") and " ADD FOREIGN KEY " in line:
+            alters.append(line.rstrip().rstrip(";"))
+        else:
+            kept.append(line)
+    return "\n".join(kept), alters
+
+
 def load_database(
     sandbox, name: str, schema: str, statements: list[str], *, timeout_ms: int = 20_000
 ) -> LoadReport:
     """Create scratch schema `name` in the sandbox and run the schema text, then the statements, there.
 
-    Schema and statements go as one batch (one transaction); if the server refuses it (a CHECK the
-    synthesizer could not evaluate), the schema is rebuilt and the statements run one by one, keeping
-    those it accepts. Raises SQLError when the schema text itself does not execute."""
+    The foreign keys that close a cycle are added after the rows, so that a row can name a parent
+    inserted after it (NOT NULL columns of a cycle get their values in the INSERT). Schema, rows and
+    keys go as one batch (one transaction); if the server refuses it (a CHECK the synthesizer could
+    not evaluate), the schema is rebuilt and the statements run one by one, keeping those it accepts.
+    Raises SQLError when the schema text itself does not execute."""
     import psycopg
 
     def run(sql: str, single: bool = False) -> None:
         sandbox.run(sql, search_path=name, read_only=False, commit=True, single=single, timeout_ms=timeout_ms)
 
     report = LoadReport(len(statements))
+    tables, cycle_keys = split_cycle_keys(schema)
     sandbox.create_schema(name)
     try:
-        run(";\n".join([schema.rstrip().rstrip(";"), *statements]))
+        run(";\n".join([tables.rstrip().rstrip(";"), *statements, *cycle_keys]))
         return report
     except (psycopg.Error, SQLError) as err:
         report.first_error = _pg_message(err)
     sandbox.create_schema(name)  # empty again: the batch was rolled back, but be sure
     try:
-        run(schema)
+        run(tables)
     except (psycopg.Error, SQLError) as err:
         sandbox.drop_schema(name)
         raise SQLError(f"schema does not execute in PostgreSQL: {_pg_message(err)}") from None
     refused = []
     for stmt in statements:
+        try:
+            run(stmt, single=True)
+        except (psycopg.Error, SQLError) as err:
+            refused.append(_pg_message(err))
+    for stmt in cycle_keys:  # a key the kept rows break is left out: queries read the same rows
         try:
             run(stmt, single=True)
         except (psycopg.Error, SQLError) as err:
@@ -148,6 +168,7 @@ class Executor:
         self._gold: dict[tuple[str, str], Outcome] = {}
         self._tables: dict[str, dict | SQLError] = {}  # parsed schema texts
         self.loads: list[LoadReport] = []
+        self.last_key: str | None = None  # the key of the set `databases` returned last
 
     def close(self) -> None:
         self.verifier.close()  # drops the role and every scratch schema it owns
@@ -158,9 +179,11 @@ class Executor:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def databases(self, schema: str, gold: str | None) -> list[str]:
+    def databases(self, schema: str, gold: str | None, *, built=None) -> list[str]:
         """Names of the K loaded scratch schemas for this schema and gold query. Gold queries that
-        give the synthesizer the same hints (most often: none) share them; each set is built once."""
+        give the synthesizer the same hints (most often: none) share them; each set is built once.
+        `self.last_key` names the set; `built(key, databases)`, when given, sees each set synthesized
+        (`hive_data.synth.Database`s), so that a caller can load the same rows elsewhere."""
         from hive_data.synth import GoldHints, parse_schema
 
         tables = self._tables.get(schema)
@@ -174,7 +197,7 @@ class Executor:
         if isinstance(tables, SQLError):
             raise SQLError(tables.reason)
         hints = GoldHints.of(gold, tables)
-        key = hashlib.blake2b(
+        key = self.last_key = hashlib.blake2b(
             f"{self.seed}\0{self.k}\0{schema}\0{hints.signature()}".encode(), digest_size=6
         ).hexdigest()
         got = self._dbs.pop(key, None)
@@ -183,6 +206,8 @@ class Executor:
         else:
             try:
                 dbs = synthesize_databases(schema, hints, k=self.k, seed=self.seed, tables=tables)
+                if built is not None:
+                    built(key, dbs)
                 got = []
                 for i, db in enumerate(dbs):
                     name = f"{self.prefix}_d{key}_{i}"

@@ -218,6 +218,15 @@ class Sandbox:
         if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
             return
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+        # One schema per statement first: DROP OWNED takes a lock per object in one transaction, and a
+        # long evaluation's scratch schemas (hundreds of sets of tables) exceed the lock table
+        owned = admin.execute(
+            "SELECT nspname FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE r.rolname = %s",
+            (role,),
+        ).fetchall()
+        for (schema,) in owned:  # quoted: whatever the name, it is only ever a name here
+            quoted = '"' + schema.replace('"', '""') + '"'
+            admin.execute(f"DROP SCHEMA IF EXISTS {quoted} CASCADE")
         admin.execute(f"DROP OWNED BY {role} CASCADE")
         admin.execute(f"DROP ROLE {role}")
 

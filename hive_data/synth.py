@@ -26,6 +26,7 @@ import json
 import random
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
@@ -722,28 +723,56 @@ class Database:
     rows: dict[str, list[dict[str, object]]]
     closing: list[tuple[str, int, dict[str, object]]] = field(default_factory=list)
 
-    def statements(self) -> list[str]:
-        """One INSERT per row (parents first), then one UPDATE per cycle-closing foreign key value."""
-        out = []
+    def _closing_split(self) -> tuple[dict, list]:
+        """Cycle-closing values: those of NOT NULL columns (by (table, row index)), which cannot wait
+        for an UPDATE and go into the INSERT, and the rest, set by UPDATE after every row."""
+        early: dict[tuple[str, int], dict[str, object]] = {}
+        late = []
+        for key, index, values in self.closing:
+            cols = self.tables[key].columns
+            now = {c: v for c, v in values.items() if cols[c].not_null}
+            if now:
+                early.setdefault((key, index), {}).update(now)
+            if len(now) < len(values):
+                late.append((key, index, {c: v for c, v in values.items() if c not in now}))
+        return early, late
+
+    def inserts(self) -> Iterator[tuple[Table, list[Column], list[object]]]:
+        """(table, columns, values) of each row to insert, parents first."""
+        early, _ = self._closing_split()
         for key, rows in self.rows.items():
             table = self.tables[key]
-            for row in rows:
+            for index, row in enumerate(rows):
+                row = {**row, **early.get((key, index), {})}
                 cols = [c for c in table.columns.values() if not c.generated and c.key in row]
-                names = ", ".join(c.name for c in cols)
-                values = ", ".join(sql_literal(row[c.key], c) for c in cols)
-                out.append(f"INSERT INTO {table.name} ({names}) VALUES ({values})")
-        for key, index, values in self.closing:
-            table = self.tables[key]
-            row = self.rows[key][index]
+                yield table, cols, [row[c.key] for c in cols]
+
+    def updates(self) -> Iterator[tuple[Table, dict[str, object], dict[str, object]]]:
+        """(table, the row, {column key: value}) of each cycle-closing value set after the inserts."""
+        _, late = self._closing_split()
+        for key, index, values in late:
+            yield self.tables[key], self.rows[key][index], values
+
+    def statements(self) -> list[str]:
+        """One INSERT per row (parents first), then one UPDATE per cycle-closing foreign key value.
+        A NOT NULL column of a cycle-closing key cannot wait for its UPDATE: it gets its value in the
+        INSERT, and the loader adds cycle-closing keys after the rows (`hive_data.execute`)."""
+        out = []
+        for table, cols, values in self.inserts():
+            names = ", ".join(c.name for c in cols)
+            literals = ", ".join(sql_literal(v, c) for v, c in zip(values, cols))
+            out.append(f"INSERT INTO {table.name} ({names}) VALUES ({literals})")
+        for table, row, values in self.updates():
             sets = ", ".join(
                 f"{table.columns[c].name} = {sql_literal(v, table.columns[c])}" for c, v in values.items()
             )
-            where = " AND ".join(_match(table, c, row[c]) for c in _row_identity(table, row))
+            where = " AND ".join(_match(table, c, row[c]) for c in row_identity(table, row))
             out.append(f"UPDATE {table.name} SET {sets} WHERE {where}")
         return out
 
 
-def _row_identity(table: Table, row: dict) -> list[str]:
+def row_identity(table: Table, row: dict) -> list[str]:
+    """The columns that pick `row` out of its table: a unique key it fills, else every column."""
     for key in table.unique_keys():
         if all(row.get(c) is not None for c in key):
             return list(key)

@@ -8,12 +8,14 @@ the standard library, PostgreSQL itself), `ExecuteVerifier.check`:
 1. synthesizes K databases from the row's canonical schema, seeded by the transpiled answer's
    literals (`hive_data.synth`, the databases hive-eval scores on);
 2. loads them into PostgreSQL's sandbox (`hive_data.execute.Executor`) and, for a SQLite source, into
-   in-memory SQLite databases (the schema printed for SQLite by the normalizer, the same rows, dates
-   and times as the ISO text SQLite applications store), which then only read (`sqlite_guard`);
+   in-memory SQLite databases (the schema printed for SQLite by the normalizer, the same rows as
+   parameters, `sqlite_value`: dates and times as the ISO text SQLite applications store), which
+   then only read (`sqlite_guard`);
 3. runs the source answer in its engine and the transpiled one in PostgreSQL on each database, under
-   the per-query deadline, and compares the results (`hive_data.compare`, bag rule: rows as a
-   multiset, row order only when the source orders), after putting both engines' values in one form
-   (`neutral`: dates and times as ISO text, booleans as 0/1, as SQLite holds them).
+   the per-query deadline, and compares the results (`agree`: rows as a multiset; when the source
+   orders, the sort keys in the same order, ties in any order, and under LIMIT any of the tied rows),
+   after putting both engines' values in one form (`neutral`: dates and times as ISO text, booleans
+   as 0/1, as SQLite holds them).
 
 The row is kept only when the results agree on every database; otherwise `check` raises `SQLError`
 naming the first database that differs and both results, abbreviated. For a source dialect without
@@ -24,19 +26,20 @@ counts the row).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
+import json
 import sqlite3
 from collections import OrderedDict
+from decimal import Decimal
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
 from hive_core.errors import DDLError, SQLError
-from hive_data.compare import orders_rows, results_equal
+from hive_data.compare import normalize_value, orders_rows, results_equal
 from hive_data.execute import MAX_ROWS, Executor
 from hive_data.sqlite_guard import Deadline, guard, run_query
-from hive_data.synth import GoldHints, parse_schema, synthesize_databases
+from hive_data.synth import GoldHints, parse_schema, row_identity, synthesize_databases
 
 ENGINES = ("sqlite", "postgres")
 SHOWN_ROWS = 3  # rows of each result quoted in a reject's reason
@@ -58,14 +61,67 @@ def _neutral_rows(rows: list[tuple]) -> list[tuple]:
     return [tuple(neutral(v) for v in row) for row in rows]
 
 
-def sqlite_statement(sql: str) -> str:
-    """A synthesized PostgreSQL INSERT/UPDATE for SQLite: typed literals (`'2020-01-01'::DATE`) become
-    their text, as SQLite applications store dates and times."""
-    tree = sqlglot.parse_one(sql, read="postgres")
-    for cast in list(tree.find_all(exp.Cast)):
-        if isinstance(cast.this, exp.Literal):
-            cast.replace(cast.this.copy())
-    return tree.sql(dialect="sqlite")
+def sqlite_value(value: object) -> object:
+    """A synthesized value as SQLite applications store it: dates and times as ISO text, booleans as
+    0/1, decimals as reals, JSON as its text; numbers, text, bytes and NULL as they are."""
+    if value is None or isinstance(value, (int, float, str, bytes)):
+        return int(value) if isinstance(value, bool) else value
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)  # dates, times, UUIDs: str() is their ISO text
+
+
+def _tolerant(conn: sqlite3.Connection, sql: str, params: list) -> None:
+    """Run one synthesized statement; a row SQLite refuses (a CHECK it judges otherwise) is left out,
+    as PostgreSQL's loader leaves out the rows it refuses."""
+    try:
+        conn.execute(sql, [sqlite_value(v) for v in params])
+    except sqlite3.IntegrityError:
+        pass
+
+
+def order_columns(tree: exp.Expr) -> list[int] | None:
+    """Output positions of the top-level ORDER BY keys (a position, an output name, or an output
+    expression itself), or None when some key is not an output column."""
+    order = tree.args.get("order")
+    if order is None:
+        return None
+    outputs = tree.selects
+    names = [o.alias_or_name for o in outputs]
+    plain = [(o.this if isinstance(o, exp.Alias) else o).sql() for o in outputs]
+    found = []
+    for ordered in order.expressions:
+        key = ordered.this
+        if isinstance(key, exp.Literal) and key.is_int and 1 <= int(key.this) <= len(outputs):
+            found.append(int(key.this) - 1)
+        elif isinstance(key, exp.Column) and not key.table and key.name in names:
+            found.append(names.index(key.name))
+        elif key.sql() in plain:
+            found.append(plain.index(key.sql()))
+        else:
+            return None
+    return found
+
+
+def agree(want: list[tuple], got: list[tuple], tree: exp.Expr) -> bool:
+    """Whether two results of the query `tree` (the source's) say the same. Unordered: equal as
+    multisets of rows. Ordered by output columns: the sort keys in the same sequence (rows tied on
+    them may come in any order), and the rows equal as multisets, except under LIMIT, where the engine
+    may cut among tied rows. Ordered by anything else: equal row by row."""
+    if not orders_rows(tree):
+        return results_equal(want, got, "bag")
+    cols = order_columns(tree)
+    if cols is None:
+        return results_equal(want, got, "bag", ordered=True)
+
+    def keys(rows: list[tuple]) -> list[tuple]:
+        return [tuple(normalize_value(row[i]) for i in cols) for row in rows]
+
+    if keys(want) != keys(got):
+        return False
+    return tree.args.get("limit") is not None or results_equal(want, got, "bag")
 
 
 def _abbreviated(rows: list[tuple] | None) -> str:
@@ -98,6 +154,7 @@ class ExecuteVerifier:
         )
         self.max_cached = max_cached
         self._sqlite: OrderedDict[str, list[sqlite3.Connection] | SQLError] = OrderedDict()
+        self._ddl: dict[str, str | SQLError] = {}  # canonical schema -> its SQLite text
         self._deadline = Deadline()
 
     def close(self) -> None:
@@ -116,17 +173,17 @@ class ExecuteVerifier:
 
     # ------------------------------------------------------------------ SQLite copies
 
-    def sqlite_databases(self, schema: str, gold: str) -> list[sqlite3.Connection]:
-        """The K synthesized databases of (schema, gold) in SQLite, built once and then read-only."""
-        tables = parse_schema(schema)
-        hints = GoldHints.of(gold, tables)
-        key = hashlib.blake2b(
-            f"{self.seed}\0{self.k}\0{schema}\0{hints.signature()}".encode(), digest_size=8
-        ).hexdigest()
+    def sqlite_databases(self, key: str, schema: str, gold: str, dbs=None) -> list[sqlite3.Connection]:
+        """The K synthesized databases of (schema, gold) in SQLite (`key`: the executor's name for the
+        set; `dbs`: the set when the executor just synthesized it), built once and then read-only."""
         got = self._sqlite.pop(key, None)
         if got is None:
             try:
-                got = self._build_sqlite(schema, hints, tables)
+                if dbs is None:  # evicted here but not in PostgreSQL: the same rows again (deterministic)
+                    tables = parse_schema(schema)
+                    hints = GoldHints.of(gold, tables)
+                    dbs = synthesize_databases(schema, hints, k=self.k, seed=self.seed, tables=tables)
+                got = [guard(self._sqlite_copy(schema, db), self._deadline) for db in dbs]
             except SQLError as err:
                 got = err
         self._sqlite[key] = got  # most recently used last
@@ -138,29 +195,45 @@ class ExecuteVerifier:
             raise SQLError(got.reason)
         return got
 
-    def _build_sqlite(self, schema: str, hints: GoldHints, tables) -> list[sqlite3.Connection]:
+    def _sqlite_ddl(self, schema: str) -> str:
         from hive_data.ddl import normalize_ddl
 
-        try:
-            ddl = normalize_ddl(schema, read="postgres", dialect="sqlite").text
-        except DDLError as err:
-            raise SQLError(f"schema does not convert to SQLite: {err.reason}") from None
-        conns = []
-        for db in synthesize_databases(schema, hints, k=self.k, seed=self.seed, tables=tables):
-            conn = sqlite3.connect(":memory:")
+        if schema not in self._ddl:
+            if len(self._ddl) >= self.max_cached:
+                self._ddl.pop(next(iter(self._ddl)))
             try:
-                conn.executescript(ddl)
-                for stmt in db.statements():
-                    try:
-                        conn.execute(sqlite_statement(stmt))
-                    except (sqlite3.Error, SqlglotError):
-                        pass  # a row SQLite refuses (a CHECK it judges otherwise) is left out of it
-                conn.commit()
-            except sqlite3.Error as err:
-                conn.close()
-                raise SQLError(f"schema does not execute in SQLite: {err}") from None
-            conns.append(guard(conn, self._deadline))
-        return conns
+                self._ddl[schema] = normalize_ddl(schema, read="postgres", dialect="sqlite").text
+            except DDLError as err:
+                self._ddl[schema] = SQLError(f"schema does not convert to SQLite: {err.reason}")
+        got = self._ddl[schema]
+        if isinstance(got, SQLError):
+            raise SQLError(got.reason)
+        return got
+
+    def _sqlite_copy(self, schema: str, db) -> sqlite3.Connection:
+        """One synthesized database in a new in-memory SQLite database (still writable)."""
+        conn = sqlite3.connect(":memory:")
+        try:
+            conn.executescript(self._sqlite_ddl(schema))
+            for table, cols, values in db.inserts():
+                names = ", ".join(c.name for c in cols)
+                marks = ", ".join("?" * len(cols))
+                _tolerant(conn, f"INSERT INTO {table.name} ({names}) VALUES ({marks})", values)
+            for table, row, values in db.updates():
+                sets = ", ".join(f"{table.columns[c].name} = ?" for c in values)
+                ident = row_identity(table, row)
+                where = " AND ".join(f"{table.columns[c].name} IS ?" for c in ident)
+                _tolerant(
+                    conn,
+                    f"UPDATE {table.name} SET {sets} WHERE {where}",
+                    [*values.values()] + [row[c] for c in ident],
+                )
+            conn.commit()
+        except (sqlite3.Error, SQLError) as err:
+            conn.close()
+            reason = err.reason if isinstance(err, SQLError) else str(err)
+            raise SQLError(f"schema does not execute in SQLite: {reason}") from None
+        return conn
 
     # ------------------------------------------------------------------ one row
 
@@ -179,11 +252,16 @@ class ExecuteVerifier:
         if read not in ENGINES:
             return False
         try:
-            ordered = orders_rows(sqlglot.parse_one(source_sql, read=read))
+            tree = sqlglot.parse_one(source_sql, read=read)
         except SqlglotError as err:
             raise SQLError(f"source answer does not parse: {str(err).splitlines()[0]}") from None
-        pg_dbs = self.executor.databases(schema, target_sql)
-        lite_dbs = self.sqlite_databases(schema, target_sql) if read == "sqlite" else [None] * len(pg_dbs)
+        built: dict = {}
+        pg_dbs = self.executor.databases(schema, target_sql, built=lambda key, dbs: built.update({key: dbs}))
+        key = self.executor.last_key
+        if read == "sqlite":
+            lite_dbs = self.sqlite_databases(key, schema, target_sql, built.get(key))
+        else:
+            lite_dbs = [None] * len(pg_dbs)
         engine = "SQLite" if read == "sqlite" else "PostgreSQL"
         for i, (pg_db, lite_db) in enumerate(zip(pg_dbs, lite_dbs), 1):
             try:
@@ -196,7 +274,7 @@ class ExecuteVerifier:
             if got.error is not None:
                 raise SQLError(f"transpiled answer fails on synthesized database {i}: {got.error}")
             rows = _neutral_rows(got.rows)
-            if not results_equal(want, rows, "bag", ordered=ordered):
+            if not agree(want, rows, tree):
                 raise SQLError(
                     f"results differ on synthesized database {i}: {engine} {_abbreviated(want)}, "
                     f"PostgreSQL {_abbreviated(rows)}"

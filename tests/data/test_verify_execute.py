@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+from decimal import Decimal
 
 import pytest
 import sqlglot
@@ -12,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hive_core.errors import SQLError
-from hive_data.verify_execute import ExecuteVerifier, neutral, sqlite_statement
+from hive_data.verify_execute import ExecuteVerifier, neutral, sqlite_value
 
 SCHEMA = """-- Dialect: postgres
 CREATE TABLE artist (id INTEGER PRIMARY KEY, name TEXT NOT NULL, born DATE, score NUMERIC(5, 2), active BOOLEAN,
@@ -28,9 +29,10 @@ def verifier(pg_uri):
 
 
 def to_pg(sql: str) -> str:
-    from hive_data.verify import transpile_answer
+    """The answer as normalize writes it: transpiled, and coerced against the schema."""
+    from hive_data.verify import transpile_coerced
 
-    return transpile_answer(sql, "sqlite", "postgres")
+    return transpile_coerced(sql, "sqlite", "postgres", SCHEMA)[0]
 
 
 def test_values_meet_in_one_form():
@@ -38,14 +40,14 @@ def test_values_meet_in_one_form():
     assert neutral(dt.date(2020, 1, 2)) == "2020-01-02"
     assert neutral(dt.datetime(2020, 1, 2, 3, 4, 5)) == "2020-01-02 03:04:05"
     assert neutral("2020-01-02") == "2020-01-02" and neutral(3) == 3
-    # typed literals of the synthesized rows are stored as SQLite applications store them: text
-    stmt = sqlite_statement(
-        "INSERT INTO t (d, ts) VALUES ('2020-01-02'::DATE, '2020-01-02 03:04:05'::TIMESTAMP)"
-    )
+    # synthesized values are stored as SQLite applications store them: dates and times as ISO text
     conn = sqlite3.connect(":memory:")
-    conn.execute("CREATE TABLE t (d DATE, ts TIMESTAMP)")
-    conn.execute(stmt)
-    assert conn.execute("SELECT d, ts FROM t").fetchall() == [("2020-01-02", "2020-01-02 03:04:05")]
+    conn.execute("CREATE TABLE t (d DATE, ts TIMESTAMP, b BOOLEAN, n NUMERIC, j TEXT)")
+    values = [dt.date(2020, 1, 2), dt.datetime(2020, 1, 2, 3, 4, 5), True, Decimal("2.50"), {"b": 1, "a": 2}]
+    conn.execute("INSERT INTO t VALUES (?, ?, ?, ?, ?)", [sqlite_value(v) for v in values])
+    assert conn.execute("SELECT * FROM t").fetchall() == [
+        ("2020-01-02", "2020-01-02 03:04:05", 1, 2.5, '{"a": 2, "b": 1}')
+    ]
 
 
 @pytest.mark.parametrize(
@@ -66,14 +68,22 @@ def test_faithful_answers_agree(verifier, source):
 
 
 def test_a_different_meaning_is_caught_and_shown(verifier):
-    # SQLite's LIKE ignores ASCII case, PostgreSQL's does not: both plan, the results differ
+    from hive_data.verify import transpile_answer
+
+    # SQLite's LIKE ignores ASCII case, PostgreSQL's does not: the transpiled syntax alone plans and
+    # returns other rows; the coercion rule (ILIKE) makes it agree
     source = "SELECT name FROM artist WHERE name LIKE 'b%'"
-    target = to_pg(source)
-    assert "LIKE" in target
+    plain = transpile_answer(source, "sqlite", "postgres")
+    assert "LIKE" in plain and "ILIKE" not in plain
     with pytest.raises(
         SQLError, match=r"results differ on synthesized database \d: SQLite \[.*\], PostgreSQL \["
     ):
-        verifier.check(source, "sqlite", target, SCHEMA)
+        verifier.check(source, "sqlite", plain, SCHEMA)
+    assert verifier.check(source, "sqlite", to_pg(source), SCHEMA) is True
+    # a timestamp compared with a date string: text comparison in SQLite, midnight in PostgreSQL
+    source = "SELECT id FROM artist WHERE seen >= '2016-07-17'"
+    assert "CAST(seen AS TEXT)" in to_pg(source)
+    assert verifier.check(source, "sqlite", to_pg(source), SCHEMA) is True
     # a transpiled answer that returns other rows than the source's
     with pytest.raises(SQLError, match="results differ"):
         verifier.check(
@@ -131,9 +141,15 @@ def sqlite_queries(draw) -> str:
     where = ""
     if draw(st.booleans()):
         col = draw(st.sampled_from(pool))
-        op = draw(st.sampled_from(["=", "<>", "<", ">=", "IS NULL", "IS NOT NULL"]))
         kind = COLUMNS[col.split(".")[-1]]
-        where = f" WHERE {col} {op}" + ("" if "NULL" in op else f" {draw(LITERALS[kind])}")
+        ops = ["=", "<>", "<", ">=", "IS NULL", "IS NOT NULL"] + (["LIKE"] if kind == "text" else [])
+        op = draw(st.sampled_from(ops))
+        value = (
+            draw(st.sampled_from(["'b%'", "'B%'", "'%o%'", "'bob'"]))
+            if op == "LIKE"
+            else draw(LITERALS[kind])
+        )
+        where = f" WHERE {col} {op}" + ("" if "NULL" in op else f" {value}")
     if draw(st.booleans()):  # grouped
         key = draw(st.sampled_from(pool))
         agg = draw(st.sampled_from(["COUNT(*)", "MIN({})", "MAX({})", "COUNT({})"]))
@@ -170,7 +186,7 @@ def test_the_property_generator_reaches_every_shape():
     @given(query=sqlite_queries())
     def collect(query):
         sqlglot.parse_one(query, read="sqlite")
-        seen.update(k for k in ("JOIN", "GROUP BY", "WHERE", "LIMIT", "ORDER BY") if k in query)
+        seen.update(k for k in ("JOIN", "GROUP BY", "WHERE", "LIMIT", "ORDER BY", "LIKE") if k in query)
 
     collect()
-    assert seen == {"JOIN", "GROUP BY", "WHERE", "LIMIT", "ORDER BY"}
+    assert seen == {"JOIN", "GROUP BY", "WHERE", "LIMIT", "ORDER BY", "LIKE"}
