@@ -2,8 +2,10 @@
 
 `Executor` owns one `hive_data.verify.ExplainVerifier` (and through it one `Sandbox`: a login role
 that cannot reach the host, with a client-side deadline on every statement). For each (schema, gold
-query) it builds K scratch schemas, `<prefix>_d<hash>_<i>`, loads the schema text and one synthesized
-database into each (`load_database`), and runs queries there:
+query) it loads K synthesized databases into K scratch schemas, `<prefix>_d<hash>_<i>`, made once per
+schema text (`create_tables`) and refilled for each new set of rows (`refill`: the tables emptied and
+filled in one transaction; creating tables for every gold query slowed PostgreSQL down over a long
+run), and runs queries there:
 
 - gold and prediction each run in a READ ONLY transaction that is always rolled back, as one
   statement by the extended protocol, under the per-query timeout; a timeout or an error is a wrong
@@ -133,6 +135,57 @@ def load_database(
     return report
 
 
+def create_tables(sandbox, name: str, schema: str, *, timeout_ms: int = 20_000) -> None:
+    """Scratch schema `name` with the schema's tables and no rows, cycle-closing foreign keys
+    DEFERRABLE INITIALLY DEFERRED (so that `refill` can insert a row that names a parent inserted
+    after it). Raises SQLError when the schema text does not execute."""
+    import psycopg
+
+    tables, cycle_keys = split_cycle_keys(schema)
+    deferred = [f"{stmt} DEFERRABLE INITIALLY DEFERRED" for stmt in cycle_keys]
+    sandbox.create_schema(name)
+    try:
+        sandbox.run(
+            ";\n".join([tables.rstrip().rstrip(";"), *deferred]), search_path=name, read_only=False,
+            commit=True, single=False, timeout_ms=timeout_ms,
+        )  # fmt: skip
+    except (psycopg.Error, SQLError) as err:
+        sandbox.drop_schema(name)
+        raise SQLError(f"schema does not execute in PostgreSQL: {_pg_message(err)}") from None
+
+
+def refill(
+    sandbox, name: str, tables: list[str], statements: list[str], *, timeout_ms: int = 20_000
+) -> LoadReport:
+    """Replace the rows of scratch schema `name` (made by `create_tables`; `tables`: its table names,
+    parents first) with `statements`: one transaction that empties the tables, children first, and
+    runs them. Emptying and filling a few dozen rows costs far less than creating tables, whose
+    catalog churn slows PostgreSQL down over a long run. If the server refuses the batch (a CHECK the
+    synthesizer could not evaluate), the statements run one by one, keeping those it accepts."""
+    import psycopg
+
+    def run(sql: str, single: bool = False) -> None:
+        sandbox.run(sql, search_path=name, read_only=False, commit=True, single=single, timeout_ms=timeout_ms)
+
+    empty = [f"DELETE FROM {t}" for t in reversed(tables)]
+    report = LoadReport(len(statements))
+    try:
+        run(";\n".join([*empty, *statements]))
+        return report
+    except (psycopg.Error, SQLError) as err:
+        report.first_error = _pg_message(err)
+    run(";\n".join(empty))
+    refused = []
+    for stmt in statements:
+        try:
+            run(stmt, single=True)
+        except (psycopg.Error, SQLError) as err:
+            refused.append(_pg_message(err))
+    report.failed = len(refused)
+    report.first_error = refused[0] if refused else None
+    return report
+
+
 @dataclass
 class Outcome:
     """A query's result on one database, or why there is none."""
@@ -164,8 +217,10 @@ class Executor:
         self.sandbox = self.verifier.sandbox
         self.prefix = self.verifier.prefix
         self.max_cached = max_cached
-        self._dbs: dict[str, list[str] | SQLError] = {}  # insertion order = age
-        self._gold: dict[tuple[str, str], Outcome] = {}
+        self._scratch: dict[str, list[str] | SQLError] = {}  # schema text -> K schema names; insertion = age
+        self._content: dict[str, str] = {}  # scratch schema -> key of the rows it holds
+        self._failed: dict[str, SQLError] = {}  # keys whose rows could not be synthesized
+        self._gold: dict[tuple[str, str, str], Outcome] = {}  # (rows key, schema, sql) -> result
         self._tables: dict[str, dict | SQLError] = {}  # parsed schema texts
         self.loads: list[LoadReport] = []
         self.last_key: str | None = None  # the key of the set `databases` returned last
@@ -200,31 +255,51 @@ class Executor:
         key = self.last_key = hashlib.blake2b(
             f"{self.seed}\0{self.k}\0{schema}\0{hints.signature()}".encode(), digest_size=6
         ).hexdigest()
-        got = self._dbs.pop(key, None)
-        if got is not None:
-            self._dbs[key] = got  # most recently used last: eviction takes the oldest
-        else:
+        if key in self._failed:
+            raise SQLError(self._failed[key].reason)
+        names = self._scratch_for(schema)
+        if all(self._content.get(n) == key for n in names):
+            return names
+        try:
+            dbs = synthesize_databases(schema, hints, k=self.k, seed=self.seed, tables=tables)
+        except SQLError as err:
+            if len(self._failed) >= self.max_cached:
+                self._failed.pop(next(iter(self._failed)))
+            self._failed[key] = err
+            raise SQLError(err.reason) from None
+        if built is not None:
+            built(key, dbs)
+        order = [t.name for t in tables.values()]
+        for name, db in zip(names, dbs):
+            self._content.pop(name, None)  # until the new rows are in
+            self.loads.append(refill(self.sandbox, name, order, db.statements()))
+            self._content[name] = key
+        if len(self._gold) > 50_000:  # results of rows no longer loaded: bound the memo
+            self._gold.clear()
+        return names
+
+    def _scratch_for(self, schema: str) -> list[str]:
+        """The K scratch schemas holding this schema's tables, made once (the oldest schema's are
+        dropped past `max_cached`). Raises SQLError when the schema does not execute."""
+        got = self._scratch.pop(schema, None)
+        if got is None:
+            tag = hashlib.blake2b(schema.encode(), digest_size=6).hexdigest()
             try:
-                dbs = synthesize_databases(schema, hints, k=self.k, seed=self.seed, tables=tables)
-                if built is not None:
-                    built(key, dbs)
                 got = []
-                for i, db in enumerate(dbs):
-                    name = f"{self.prefix}_d{key}_{i}"
-                    self.loads.append(load_database(self.sandbox, name, schema, db.statements()))
+                for i in range(self.k):
+                    name = f"{self.prefix}_d{tag}_{i}"
+                    create_tables(self.sandbox, name, schema)
                     got.append(name)
             except SQLError as err:
+                for name in got:
+                    self.sandbox.drop_schema(name)
                 got = err
-            self._dbs[key] = got
-            self._gold = {
-                k: v for k, v in self._gold.items() if k[0] not in (got if isinstance(got, list) else [])
-            }
-            if len(self._dbs) > self.max_cached:  # one scratch set per gold query: bound the catalog
-                old = self._dbs.pop(next(iter(self._dbs)))
-                if isinstance(old, list):
-                    for name in old:
-                        self.sandbox.drop_schema(name)
-                    self._gold = {k: v for k, v in self._gold.items() if k[0] not in old}
+            if len(self._scratch) >= self.max_cached:  # bound the catalog
+                old = self._scratch.pop(next(iter(self._scratch)))
+                for name in old if isinstance(old, list) else []:
+                    self.sandbox.drop_schema(name)
+                    self._content.pop(name, None)
+        self._scratch[schema] = got  # most recently used last
         if isinstance(got, SQLError):
             raise SQLError(got.reason)
         return got
@@ -255,7 +330,7 @@ class Executor:
             return Outcome(None, _pg_message(err))
 
     def gold(self, sql: str, db: str) -> Outcome:
-        key = (db, sql)
+        key = (self._content.get(db, ""), db, sql)
         if key not in self._gold:
             self._gold[key] = self.run(sql, db, bound=True)
         return self._gold[key]
