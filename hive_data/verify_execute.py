@@ -105,23 +105,39 @@ def order_columns(tree: exp.Expr) -> list[int] | None:
     return found
 
 
-def agree(want: list[tuple], got: list[tuple], tree: exp.Expr) -> bool:
+def with_order_keys(tree: exp.Expr) -> exp.Expr | None:
+    """A copy of the query with its top-level ORDER BY expressions appended to its outputs, so that
+    the sort keys of each row can be compared; None when that would change the rows (DISTINCT, set
+    operations) or there is nothing to append."""
+    order = tree.args.get("order")
+    if not isinstance(tree, exp.Select) or order is None or tree.args.get("distinct"):
+        return None
+    out = tree.copy()
+    keys = [o.this.copy() for o in order.expressions]
+    return out.select(*keys, copy=False)
+
+
+def agree(want: list[tuple], got: list[tuple], tree: exp.Expr, keys: list[int] | None = None) -> bool:
     """Whether two results of the query `tree` (the source's) say the same. Unordered: equal as
-    multisets of rows. Ordered by output columns: the sort keys in the same sequence (rows tied on
-    them may come in any order), and the rows equal as multisets, except under LIMIT, where the engine
-    may cut among tied rows. Ordered by anything else: equal row by row."""
+    multisets of rows. Ordered by output columns (or `keys`: the positions of the sort keys, appended
+    by `with_order_keys` after the `len(tree.selects)` outputs): the sort keys in the same sequence
+    (rows tied on them may come in any order), and the outputs equal as multisets, except under
+    LIMIT, where the engine may cut among tied rows. Ordered by anything else: equal row by row."""
     if not orders_rows(tree):
         return results_equal(want, got, "bag")
-    cols = order_columns(tree)
+    cols = keys if keys is not None else order_columns(tree)
     if cols is None:
         return results_equal(want, got, "bag", ordered=True)
 
-    def keys(rows: list[tuple]) -> list[tuple]:
+    def sort_keys(rows: list[tuple]) -> list[tuple]:
         return [tuple(normalize_value(row[i]) for i in cols) for row in rows]
 
-    if keys(want) != keys(got):
+    if sort_keys(want) != sort_keys(got):
         return False
-    return tree.args.get("limit") is not None or results_equal(want, got, "bag")
+    if tree.args.get("limit") is not None:
+        return True
+    width = len(tree.selects)
+    return results_equal([r[:width] for r in want], [r[:width] for r in got], "bag")
 
 
 def _abbreviated(rows: list[tuple] | None) -> str:
@@ -245,6 +261,41 @@ class ExecuteVerifier:
             raise SQLError(out.error)
         return out.rows
 
+    @staticmethod
+    def _ordered_forms(tree, source_sql: str, read: str, target_sql: str):
+        """(source, target, key positions): both queries with their sort keys appended when the source
+        orders by something that is not an output column, else as written with no positions."""
+        if not orders_rows(tree) or order_columns(tree) is not None:
+            return source_sql, target_sql, None
+        try:
+            source = with_order_keys(tree)
+            target = with_order_keys(sqlglot.parse_one(target_sql, read="postgres"))
+        except SqlglotError:
+            return source_sql, target_sql, None
+        if source is None or target is None or len(source.selects) != len(target.selects):
+            return source_sql, target_sql, None
+        width = len(tree.selects)
+        keys = list(range(width, len(source.selects)))
+        return source.sql(dialect=read), target.sql(dialect="postgres"), keys
+
+    def _results(self, i: int, engine: str, source: str, read: str, target: str, pg_db, lite_db, quiet=False):
+        """(source rows, target rows) on database `i`, values in one form. A failing side raises
+        SQLError naming it; with `quiet`, the result is None instead."""
+        try:
+            want = _neutral_rows(self._source_rows(source, read, pg_db, lite_db))
+        except SQLError as err:
+            if quiet:
+                return None
+            raise SQLError(
+                f"source answer fails in {engine} on synthesized database {i}: {err.reason}"
+            ) from None
+        got = self.executor.run(target, pg_db, bound=True)
+        if got.error is not None:
+            if quiet:
+                return None
+            raise SQLError(f"transpiled answer fails on synthesized database {i}: {got.error}")
+        return want, _neutral_rows(got.rows)
+
     def check(self, source_sql: str, read: str, target_sql: str, schema: str) -> bool:
         """True when the source answer (dialect `read`) and the transpiled PostgreSQL answer return
         equal results on every synthesized database; False when `read` has no engine here (not
@@ -263,18 +314,17 @@ class ExecuteVerifier:
         else:
             lite_dbs = [None] * len(pg_dbs)
         engine = "SQLite" if read == "sqlite" else "PostgreSQL"
+        source, target, keys = self._ordered_forms(tree, source_sql, read, target_sql)
         for i, (pg_db, lite_db) in enumerate(zip(pg_dbs, lite_dbs), 1):
-            try:
-                want = _neutral_rows(self._source_rows(source_sql, read, pg_db, lite_db))
-            except SQLError as err:
-                raise SQLError(
-                    f"source answer fails in {engine} on synthesized database {i}: {err.reason}"
-                ) from None
-            got = self.executor.run(target_sql, pg_db, bound=True)
-            if got.error is not None:
-                raise SQLError(f"transpiled answer fails on synthesized database {i}: {got.error}")
-            rows = _neutral_rows(got.rows)
-            if not agree(want, rows, tree):
+            pair = None
+            if keys is not None:
+                pair = self._results(i, engine, source, read, target, pg_db, lite_db, quiet=True)
+                if pair is None:  # the key-appended forms fail (a key naming an alias): as written
+                    keys = None
+            if keys is None:
+                pair = self._results(i, engine, source_sql, read, target_sql, pg_db, lite_db)
+            want, rows = pair
+            if not agree(want, rows, tree, keys):
                 raise SQLError(
                     f"results differ on synthesized database {i}: {engine} {_abbreviated(want)}, "
                     f"PostgreSQL {_abbreviated(rows)}"

@@ -190,3 +190,20 @@ def test_the_property_generator_reaches_every_shape():
 
     collect()
     assert seen == {"JOIN", "GROUP BY", "WHERE", "LIMIT", "ORDER BY", "LIKE"}
+
+
+def test_ordered_results_agree_on_their_sort_keys_and_ties_may_come_in_any_order():
+    from hive_data.verify_execute import agree, order_columns, with_order_keys
+
+    limited = sqlglot.parse_one("SELECT name FROM t ORDER BY n DESC LIMIT 2", read="sqlite")
+    assert with_order_keys(limited).sql() == "SELECT name, n FROM t ORDER BY n DESC LIMIT 2"
+    keys = [1]  # the appended sort key
+    assert agree([("a", 3), ("b", 3)], [("b", 3), ("a", 3)], limited, keys)  # a tie, either order
+    assert not agree([("a", 3), ("b", 2)], [("b", 2), ("a", 3)], limited, keys)  # the keys out of order
+    assert agree([("a", 3), ("b", 3)], [("c", 3), ("a", 3)], limited, keys)  # LIMIT cut among ties
+    unlimited = sqlglot.parse_one("SELECT name FROM t ORDER BY n DESC", read="sqlite")
+    assert not agree([("a", 3), ("b", 3)], [("c", 3), ("a", 3)], unlimited, keys)  # other rows
+    # keys that are outputs need nothing appended; DISTINCT would change the rows, so it stays strict
+    assert order_columns(sqlglot.parse_one("SELECT name, n AS k FROM t ORDER BY k, 1")) == [1, 0]
+    assert with_order_keys(sqlglot.parse_one("SELECT DISTINCT name FROM t ORDER BY n")) is None
+    assert not agree([("a",), ("b",)], [("b",), ("a",)], unlimited)  # unknown keys: row by row
