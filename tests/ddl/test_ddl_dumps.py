@@ -814,37 +814,13 @@ def _folded(columns, keys, fks):
     )
 
 
-PG_COLUMNS = """
-SELECT c.relname, a.attname FROM pg_attribute a
-JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = %s AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY c.relname, a.attnum
-"""
-PG_KEYS = """
-SELECT con.contype, c.relname,
-  ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(num, i)
-        JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num ORDER BY k.i),
-  fc.relname,
-  ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(num, i)
-        JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.i)
-FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_class fc ON fc.oid = con.confrelid
-WHERE n.nspname = %s AND con.contype IN ('p', 'f')
-"""
-
-
 def pg_graph(conn, schema: str):
-    """Tables, columns, primary and foreign keys of `schema`, as PostgreSQL's catalog holds them."""
-    columns: dict[str, list[str]] = {}
-    for table, column in conn.execute(PG_COLUMNS, (schema,)):
-        columns.setdefault(table, []).append(column)
-    keys, fks = {}, set()
-    for kind, table, cols, ref_table, ref_cols in conn.execute(PG_KEYS, (schema,)):
-        if kind == "p":
-            keys[table] = cols
-        else:
-            fks.add((table, tuple(cols), ref_table, tuple(ref_cols)))
-    return _folded(columns, keys, fks)
+    """Tables, columns, primary and foreign keys of `schema`, as PostgreSQL's catalog holds them (the
+    corpus test's reading, in this file's shape)."""
+    from test_ddl_corpora import catalog_graph
+
+    columns, keys, fks = catalog_graph(conn, schema)
+    return columns, {t: cols for t, cols in keys.items() if cols}, set(fks)
 
 
 def sqlite_graph(db: sqlite3.Connection):

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from train_helpers import TINY_MODEL, TOKENIZER, write_shards
+from train_helpers import SQL_PAIRS, SQL_SCHEMA, TINY_MODEL, TOKENIZER, sql_rows, write_shards
 
 from hive_core.errors import ConfigError, RecordError
 from hive_data.pack import pack_dataset
@@ -26,26 +26,8 @@ from hive_eval.generate import (
 from hive_train.config import TrainConfig
 from hive_train.loop import train
 
-SCHEMA = "-- Dialect: postgres\nCREATE TABLE users (id INT, name TEXT, city TEXT, age INT);"
-PAIRS = [
-    ("How many users are there?", "SELECT COUNT(*) FROM users"),
-    ("List all user names.", "SELECT name FROM users"),
-    ("Which users live in Paris?", "SELECT name FROM users WHERE city = 'Paris'"),
-    ("What is the average age?", "SELECT AVG(age) FROM users"),
-    ("Who is the oldest user?", "SELECT name FROM users ORDER BY age DESC LIMIT 1"),
-    ("How many users live in Rome?", "SELECT COUNT(*) FROM users WHERE city = 'Rome'"),
-    ("List the cities.", "SELECT DISTINCT city FROM users"),
-    ("Show users older than 30.", "SELECT name FROM users WHERE age > 30"),
-    ("What is the maximum age?", "SELECT MAX(age) FROM users"),
-    ("Count users per city.", "SELECT city, COUNT(*) FROM users GROUP BY city"),
-    ("Find the youngest age.", "SELECT MIN(age) FROM users"),
-    ("Show the id of Alice.", "SELECT id FROM users WHERE name = 'Alice'"),
-    ("List users sorted by name.", "SELECT name FROM users ORDER BY name"),
-    ("Total age of all users?", "SELECT SUM(age) FROM users"),
-    ("Which city does Bob live in?", "SELECT city FROM users WHERE name = 'Bob'"),
-    ("Users under 18?", "SELECT name FROM users WHERE age < 18"),
-]
-SQL_ROWS = [{"question": q, "context": SCHEMA, "answer": a, "dialect": "postgres"} for q, a in PAIRS]
+SCHEMA, PAIRS = SQL_SCHEMA, SQL_PAIRS  # shared with the training-time evaluation tests
+SQL_ROWS = sql_rows()
 CHAT_ROWS = [
     {
         "messages": [
