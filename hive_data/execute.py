@@ -186,6 +186,20 @@ def refill(
     return report
 
 
+def match_inputs(gold: str, prediction: str, dialect: str) -> tuple[exp.Expr | None, str | None]:
+    """(gold's parse, None), or (None, why the pair cannot be executed): gold must parse and the
+    prediction must be one read-only query (`check_query`), checked before any database is touched."""
+    try:
+        gold_tree = sqlglot.parse_one(gold, read=dialect)
+    except SqlglotError as err:
+        return None, f"gold query does not parse: {str(err).splitlines()[0]}"
+    try:
+        check_query(prediction, dialect)
+    except SQLError as err:
+        return None, err.reason
+    return gold_tree, None
+
+
 @dataclass
 class Outcome:
     """A query's result on one database, or why there is none."""
@@ -339,14 +353,9 @@ class Executor:
         self, gold: str, prediction: str, schema: str, *, compare: str = "bag", dialect: str = "postgres"
     ) -> tuple[bool, str | None]:
         """(correct, reason when not): the prediction's result equals gold's on all K databases."""
-        try:
-            gold_tree = sqlglot.parse_one(gold, read=dialect)
-        except SqlglotError as err:
-            return False, f"gold query does not parse: {str(err).splitlines()[0]}"
-        try:
-            check_query(prediction, dialect)
-        except SQLError as err:
-            return False, err.reason
+        gold_tree, why = match_inputs(gold, prediction, dialect)
+        if gold_tree is None:
+            return False, why
         ordered = orders_rows(gold_tree)
         for i, db in enumerate(self.databases(schema, gold)):
             want = self.gold(gold, db)

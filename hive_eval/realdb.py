@@ -33,7 +33,7 @@ from sqlglot.errors import SqlglotError
 
 from hive_core.errors import ConfigError, SQLError
 from hive_data.compare import orders_rows, results_equal
-from hive_data.execute import MAX_ROWS, Outcome, bounded, check_query
+from hive_data.execute import MAX_ROWS, Outcome, bounded, check_query, match_inputs
 from hive_data.sqlite_guard import Deadline, armed, guard, run_query
 
 SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
@@ -132,14 +132,9 @@ class RealDatabase:
     ) -> tuple[bool, str | None]:
         """(correct, reason when not): the prediction's result equals gold's on database `db_id`."""
         dialect = dialect or self.dialect
-        try:
-            gold_tree = sqlglot.parse_one(gold, read=dialect)
-        except SqlglotError as err:
-            return False, f"gold query does not parse: {str(err).splitlines()[0]}"
-        try:
-            check_query(prediction, dialect)
-        except SQLError as err:
-            return False, err.reason
+        gold_tree, why = match_inputs(gold, prediction, dialect)
+        if gold_tree is None:
+            return False, why
         why = self.unavailable(db_id)
         if why is not None:
             return False, why
