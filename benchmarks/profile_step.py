@@ -9,7 +9,12 @@ DoRA r=12 on q/k/v/o/up/down) and runs one packed 8 x 2048 batch:
 3. the same batch as a CUDA graph (`hive_train.cuda_graphs`) against eager, its speed, and the training
    loop's fallback when a capture fails;
 4. one DoRA layer of each shape, forward + backward, against the plain base matmuls alone
-   (what the adapter adds on top of the frozen GEMMs), fused Triton ends and PyTorch ends.
+   (what the adapter adds on top of the frozen GEMMs): the stacked [W; A] path with its fused
+   ends, the earlier separate GEMMs with fused ends, and PyTorch ends;
+5. `breakdown`: the step's GPU time by part (attention, base GEMMs, adapter, norms and
+   activations, LM head + loss, optimizer, other, idle), each kernel charged to the nearest
+   enclosing operation the profiler recorded (its autograd function, forward or backward); idle is
+   the CUDA-graph step's wall time minus the kernel time.
 
     python benchmarks/profile_step.py --data .bench/train
 """
@@ -111,6 +116,107 @@ def whole_step(data: Path) -> None:
         print(f"| {e.key[:90]} | {e.self_device_time_total / 3 / 1e3:.2f} | {e.count // 3} |")
 
 
+# Part of the step a kernel belongs to, by the names of the operations around it (innermost first).
+PARTS = (
+    ("attention", ("flash", "varlen", "attention")),
+    ("LM head + loss", ("CrossEntropy", "cross_entropy")),
+    ("norms", ("RMSNorm", "rms_norm")),
+    ("activations + RoPE", ("SwiGLU", "Rope", "rope")),
+    ("optimizer", ("Optimizer.step", "adam", "clip_grad", "foreach")),
+    ("adapter", ("_AdapterLinear",)),
+)
+
+
+def _part(event) -> str:
+    """The part of the step `event` (a profiler FunctionEvent) belongs to. Inside a DoRA layer a
+    matrix product whose three sizes are all >= 256 is the base GEMM (with the stacked weight it
+    also carries A's 16 rows); the skinny low-rank products and the fused ends are the adapter."""
+    names = []
+    node = event
+    while node is not None:
+        names.append(node.name)
+        node = node.cpu_parent
+    for part, keys in PARTS:
+        if any(key in name for name in names for key in keys):
+            if part == "adapter" and event.name in ("aten::mm", "aten::addmm", "aten::matmul"):
+                shapes = [s for s in (event.input_shapes or []) if len(s) == 2]
+                if len(shapes) >= 2 and min(shapes[0] + shapes[1]) >= 256:
+                    return "base GEMMs"
+            return part
+    if event.name in ("aten::mm", "aten::addmm", "aten::matmul", "aten::linear"):
+        return "base GEMMs"  # the layers no adapter covers (gate_proj)
+    return "other"
+
+
+def breakdown(data: Path) -> None:
+    """GPU time per step by part, from the profiler's kernels on eager steps; idle from the
+    graphed step's wall time (`graphed_step_time`) minus the kernel time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model, params, opt, batch, backend = build(data)
+    for _ in range(3):
+        step(model, params, opt, batch, backend, True)
+    torch.cuda.synchronize()
+    steps = 3
+    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(steps):
+            step(model, params, opt, batch, backend, True)
+        torch.cuda.synchronize()
+    parts: dict[str, float] = {}
+    other: dict[str, float] = {}
+    kernels: dict[tuple[str, str], list[float]] = {}  # (part, kernel) -> [ms per step, launches]
+    for event in prof.events():
+        kernel_us = sum(k.duration for k in getattr(event, "kernels", []))
+        if not kernel_us:
+            continue
+        part = _part(event)
+        parts[part] = parts.get(part, 0.0) + kernel_us / steps / 1e3
+        for k in event.kernels:
+            entry = kernels.setdefault((part, k.name[:70]), [0.0, 0])
+            entry[0] += k.duration / steps / 1e3
+            entry[1] += 1
+        if part == "other":
+            key = f"{event.name} {event.input_shapes}"[:100]
+            other[key] = other.get(key, 0.0) + kernel_us / steps / 1e3
+    busy = sum(parts.values())
+    del model, params, opt
+    gc.collect()
+    torch.cuda.empty_cache()
+    wall = graphed_step_time(data)
+    gc.collect()
+    torch.cuda.empty_cache()
+    parts["idle (graphed step wall time - kernel time)"] = max(wall * 1e3 - busy, 0.0)
+    print(f"\nstep breakdown, {batch.length} tokens: kernels {busy:.1f} ms, graphed step {wall * 1e3:.1f} ms "
+          f"({batch.length / wall:,.0f} tokens/s)")  # fmt: skip
+    print("| part | ms per step | share |\n|---|---|---|")
+    for part, ms in sorted(parts.items(), key=lambda kv: -kv[1]):
+        print(f"| {part} | {ms:.1f} | {ms / (wall * 1e3):.0%} |")
+    print("\nlargest kernels of each part (ms per step, launches per step):")
+    for part in sorted(parts, key=lambda p: -parts[p]):
+        top = sorted(((k, v) for (p, k), v in kernels.items() if p == part), key=lambda kv: -kv[1][0])[:5]
+        for name, (ms, count) in top:
+            print(f"  {part[:18]:18s} {ms:6.2f}  x{count // steps:<4d} {name}")
+    print("\nlargest 'other' operations (ms per step):")
+    for key, ms in sorted(other.items(), key=lambda kv: -kv[1])[:12]:
+        print(f"  {ms:6.2f}  {key}")
+
+
+def graphed_step_time(data: Path) -> float:
+    """Seconds per step of the batch replayed as a CUDA graph, with clipping and AdamW."""
+    model, params, opt, batch, backend, plain, graphed = _graph_setup(data)
+    n = plain.loss_tokens
+    graphed.run([plain], n)
+
+    def one():
+        graphed.run([plain], n)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+
+    for _ in range(3):
+        one()
+    return timed(one, 10)  # the model and graph are freed on return
+
+
 def _base_gemms(x, w, dy):
     return x.detach() @ w.t(), dy @ w
 
@@ -199,12 +305,15 @@ def fallback(data: Path) -> None:
 def layer_costs(tokens: int = 16384, rank: int = 12, dev: str = "cuda") -> None:
     from hive_train import kernels
     from hive_train.fast_adapters import _Layer
+    from hive_train.kernels import rank_padding
 
     shapes = {"q": (2048, 1024), "k/v/o-in": (1024, 1024), "o": (1024, 2048), "up/gate": (3072, 1024),
               "down": (1024, 3072)}  # fmt: skip
     dt = torch.bfloat16
-    print("\n| layer (out x in) | base GEMMs fwd+bwd ms | DoRA fused ms | DoRA PyTorch ends ms |")
-    print("|---|---|---|---|")
+    print(f"\n{tokens} tokens, rank {rank}")
+    print("| layer (out x in) | base GEMMs fwd+bwd ms | DoRA stacked ms | DoRA separate GEMMs ms | "
+          "DoRA separate, PyTorch ends ms |")  # fmt: skip
+    print("|---|---|---|---|---|")
     for name, (n, k) in shapes.items():
         x = torch.randn(tokens, k, device=dev, dtype=dt, requires_grad=True)
         w = torch.randn(n, k, device=dev, dtype=dt) * 0.02
@@ -217,7 +326,12 @@ def layer_costs(tokens: int = 16384, rank: int = 12, dev: str = "cuda") -> None:
         layer.a, layer.b_s, layer.g = a.to(dt), (b * 2).to(dt), torch.rand(n, device=dev) + 0.5
         layer.gs, layer.m32 = layer.g * 2, m.detach().float()
 
+        padded = rank_padding(rank)
+        zeros = torch.zeros(padded - rank, k, device=dev, dtype=dt)
         costs = [timed(_base_gemms, 20, x, w, dy)]
+        layer.stacked, layer.padded = torch.cat([w, layer.a, zeros]), padded
+        costs.append(timed(_dora_layer, 20, x, a, b, m, layer, dy))
+        layer.stacked = None
         costs.append(timed(_dora_layer, 20, x, a, b, m, layer, dy))
         fused = kernels._fused
         kernels._fused = lambda *t: False
@@ -229,7 +343,11 @@ def layer_costs(tokens: int = 16384, rank: int = 12, dev: str = "cuda") -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=".bench/train")
-    parser.add_argument("--only", default="step,graph,fallback,layers", help="step, graph, fallback, layers")
+    parser.add_argument(
+        "--only",
+        default="step,graph,fallback,layers,breakdown",
+        help="step, graph, fallback, layers, breakdown",
+    )
     args = parser.parse_args()
     only = set(args.only.split(","))
     print(torch.__version__, torch.cuda.get_device_name())
@@ -241,6 +359,9 @@ def main() -> None:
         fallback(Path(args.data))
     if "layers" in only:
         layer_costs()
+        layer_costs(tokens=2048)
+    if "breakdown" in only:
+        breakdown(Path(args.data))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ SHAPES = [(200, 300, 12), (64, 128, 16), (1, 5, 3), (130, 257, 40)]
 CHECK = textwrap.dedent(
     """
     import json, sys, torch
-    from hive_train.kernels import launch_dora_grads, launch_dora_output
+    from hive_train.kernels import (
+        launch_dora_backward, launch_dora_forward, launch_dora_grads, launch_dora_output, rank_padding,
+    )
     torch.manual_seed(0)
     out = []
     for m, n, r in json.loads(sys.argv[1]):
@@ -45,28 +47,51 @@ CHECK = textwrap.dedent(
             "dm": ((dm - ref_dm).norm() / ref_dm.norm()).item(),
             "dm_repeatable": bool(torch.equal(dm, launch_dora_grads(dy, y, g)[1])),
         })
+        # the stacked-weight pair: yf = x·[W; A; 0]ᵀ in, y and xa out; [g⊙dy | (g⊙dy)·b | 0] back
+        p = rank_padding(r)
+        yf = torch.randn(m, n + p)
+        y2, xa2 = launch_dora_forward(yf, n, b, g)
+        ref2 = torch.addmm(yf[:, :n], yf[:, n : n + r], b.t()) * g
+        gb, dm2 = launch_dora_backward(dy, y2, g, b, p)
+        low = (dy * g) @ b
+        ref_dm2 = (dy * y2).sum(0)
+        out[-1].update({
+            "stacked_forward": ((y2 - ref2).norm() / ref2.norm()).item(),
+            "stacked_xa_exact": bool(torch.equal(xa2, yf[:, n:])),
+            "stacked_dyg_exact": bool(torch.equal(gb[:, :n], dy * g)),
+            "stacked_low": ((gb[:, n : n + r] - low).norm() / low.norm()).item(),
+            "stacked_zeros": bool((gb[:, n + r :] == 0).all()),
+            "stacked_dm": ((dm2 - ref_dm2).norm() / ref_dm2.norm()).item(),
+            "stacked_dm_repeatable": bool(torch.equal(dm2, launch_dora_backward(dy, y2, g, b, p)[1])),
+        })
     print(json.dumps(out))
     """
 )
 
 
-def test_dora_kernels_in_triton_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}  # read when the kernels are defined
+def interpret(script: str, *args: str):
+    """Run `script` in a fresh interpreter with Triton's interpreter on (read when the kernels are
+    defined) and return the JSON its last line prints."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
     done = subprocess.run(
-        [sys.executable, "-c", CHECK, json.dumps(SHAPES)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_dora_kernels_in_triton_interpreter():
+    results = interpret(CHECK, json.dumps(SHAPES))
     assert [r["shape"] for r in results] == [list(s) for s in SHAPES]
     for r in results:
         assert r["forward"] < 1e-6, r
         assert r["dyg_exact"], r
         assert r["dm"] < 1e-6, r
         assert r["dm_repeatable"], r
+        assert r["stacked_forward"] < 1e-6 and r["stacked_xa_exact"], r
+        assert r["stacked_dyg_exact"] and r["stacked_zeros"], r
+        assert r["stacked_low"] < 1e-6 and r["stacked_dm"] < 1e-6, r
+        assert r["stacked_dm_repeatable"], r
 
 
 def test_dora_fallbacks_round_once():
@@ -84,3 +109,141 @@ def test_dora_fallbacks_round_once():
     assert dyg.dtype == torch.bfloat16 and dm.dtype == torch.float32
     assert torch.equal(dyg, (dy.float() * g).bfloat16())  # one product, one rounding
     assert torch.allclose(dm, (dy.double() * y.double()).sum(0).float(), rtol=1e-5, atol=1e-6)
+
+
+def test_stacked_dora_fallbacks_match_the_separate_ends():
+    """Off the GPU the stacked-weight ends compute what the separate ends compute."""
+    from hive_train.kernels import dora_backward, dora_forward, rank_padding
+
+    gen = torch.Generator().manual_seed(2)
+    m, n, r = 37, 90, 12
+    p = rank_padding(r)
+    x, w, a = (torch.randn(*s, generator=gen) for s in ((m, 64), (n, 64), (r, 64)))
+    b, g = torch.randn(n, r, generator=gen), torch.rand(n, generator=gen) + 0.5
+    stacked = torch.cat([w, a, torch.zeros(p - r, 64)])
+    y, xa = dora_forward(x @ stacked.t(), n, b, g)
+    y_ref = dora_output(x @ w.t(), x @ a.t(), b, g)
+    assert torch.allclose(y, y_ref, rtol=1e-5, atol=1e-5) and torch.allclose(xa[:, :r], x @ a.t(), atol=1e-5)
+    assert xa.shape == (m, p) and (xa[:, r:] == 0).all()
+    dy = torch.randn(m, n, generator=gen)
+    gb, dm = dora_backward(dy, y, g, b, p)
+    dyg, dm_ref = dora_grads(dy, y, g)
+    assert torch.equal(gb[:, :n], dyg) and torch.equal(dm, dm_ref)
+    assert (gb[:, n + r :] == 0).all()
+    dx_ref = dyg @ w + (dyg @ b) @ a
+    assert torch.allclose(gb @ stacked, dx_ref, rtol=1e-4, atol=1e-4)
+
+
+RMS_CHECK = textwrap.dedent(
+    """
+    import json, sys, torch
+    from hive_train.rmsnorm import launch_backward, launch_forward
+    torch.manual_seed(0)
+    out = []
+    for rows, n in json.loads(sys.argv[1]):
+        x = torch.randn(rows, n, dtype=torch.float64).float() * 3
+        w = torch.rand(n) + 0.5
+        y, rstd = launch_forward(x, w, 1e-6)
+        xd = x.double().requires_grad_()
+        ref = w.double() * xd * torch.rsqrt(xd.pow(2).mean(-1, keepdim=True) + 1e-6)
+        dy = torch.randn(rows, n)
+        ref.backward(dy.double())
+        dx = launch_backward(dy, x, w, rstd)
+        out.append({
+            "shape": [rows, n],
+            "forward": ((y.double() - ref.detach()).norm() / ref.detach().norm()).item(),
+            "backward": ((dx.double() - xd.grad).norm() / xd.grad.norm()).item(),
+        })
+    print(json.dumps(out))
+    """
+)
+
+
+def test_frozen_rms_norm_in_triton_interpreter():
+    """Forward and input gradient against float64 autograd; rows of a head (128), of a hidden
+    state that is not a power of two (96), and a partial last block of rows."""
+    shapes = [(70, 128), (5, 96), (33, 1024)]
+    results = interpret(RMS_CHECK, json.dumps(shapes))
+    assert [r["shape"] for r in results] == [list(s) for s in shapes]
+    for r in results:
+        assert r["forward"] < 1e-6 and r["backward"] < 1e-5, r
+
+
+HEAD_CHECK = textwrap.dedent(
+    """
+    import json, torch
+    from hive_train.kernels import launch_cross_entropy_rows
+    from hive_train.rope import launch
+    torch.manual_seed(0)
+    out = {}
+    # cross-entropy rows: a vocabulary over several 2048-wide blocks, weights with a zero
+    for n, v, weighted in ((5, 5000, True), (3, 700, False)):
+        logits = torch.randn(n, v) * 4
+        targets = torch.randint(0, v, (n,))
+        weights = torch.tensor([1.0, 0.0, 2.0, 1.0, 0.5])[:n] if weighted else None
+        ref = torch.nn.functional.cross_entropy(logits.double(), targets, reduction="none")
+        grad = torch.softmax(logits.double(), -1)
+        grad[torch.arange(n), targets] -= 1
+        if weighted:
+            ref, grad = ref * weights.double(), grad * weights.double()[:, None]
+        work = logits.clone()
+        loss = launch_cross_entropy_rows(work, targets, weights, True)
+        kept = logits.clone()
+        loss_only = launch_cross_entropy_rows(kept, targets, weights, False)
+        out[f"ce_{n}_{v}"] = {
+            "loss": ((loss.double() - ref).abs().max() / ref.abs().max()).item(),
+            "grad": ((work.double() - grad).norm() / grad.norm()).item(),
+            "loss_only_untouched": bool(torch.equal(kept, logits)) and bool(torch.equal(loss_only, loss)),
+        }
+    # RoPE on a transposed view (B, T, H, D) -> (B, H, T, D), as Qwen3's attention hands it over
+    b, t, h, d = 2, 9, 3, 16
+    x = torch.randn(b, t, h, d).transpose(1, 2)
+    cos, sin = torch.randn(1, t, d), torch.randn(1, t, d)
+    def rotate_half(z):
+        return torch.cat((-z[..., d // 2 :], z[..., : d // 2]), dim=-1)
+    xd = x.double().requires_grad_()
+    ref = xd * cos.double()[:, None] + rotate_half(xd) * sin.double()[:, None]
+    y = launch(x, cos, sin)
+    dy = torch.randn(b, t, h, d).transpose(1, 2)
+    ref.backward(dy.double())
+    dx = launch(dy, cos, sin, backward=True)
+    out["rope"] = {
+        "forward": ((y.double() - ref.detach()).norm() / ref.detach().norm()).item(),
+        "backward": ((dx.double() - xd.grad).norm() / xd.grad.norm()).item(),
+        "same_layout": y.stride() == x.stride() and dx.stride() == dy.stride(),
+    }
+    print(json.dumps(out))
+    """
+)
+
+
+def test_loss_and_rope_kernels_in_triton_interpreter():
+    """The LM-head loss kernel (loss rows and the in-place gradient, weighted and not) and the RoPE
+    kernel (forward and its transpose, in the input's own strided layout) against float64."""
+    results = interpret(HEAD_CHECK)
+    for name, r in results.items():
+        if name.startswith("ce_"):
+            assert r["loss"] < 1e-5 and r["grad"] < 1e-5 and r["loss_only_untouched"], (name, r)
+    rope = results["rope"]
+    assert rope["forward"] < 1e-6 and rope["backward"] < 1e-6 and rope["same_layout"], rope
+
+
+def test_rope_switch_keeps_the_stock_function_off_cuda():
+    """`apply_rope_kernel` swaps a model module's `apply_rotary_pos_emb` once (idempotent) and the
+    drop-in hands CPU tensors, and calls it does not cover, to the stock function unchanged."""
+    import types
+
+    from transformers.models.qwen3 import modeling_qwen3
+
+    from hive_train.rope import apply_rope_kernel
+
+    module = types.SimpleNamespace(apply_rotary_pos_emb=modeling_qwen3.apply_rotary_pos_emb)
+    assert apply_rope_kernel(module) and apply_rope_kernel(module)
+    assert module.apply_rotary_pos_emb.hive_stock is modeling_qwen3.apply_rotary_pos_emb
+    gen = torch.Generator().manual_seed(3)
+    q, k = torch.randn(1, 4, 6, 8, generator=gen), torch.randn(1, 2, 6, 8, generator=gen)
+    cos, sin = torch.randn(1, 6, 8, generator=gen), torch.randn(1, 6, 8, generator=gen)
+    for got, want in zip(
+        module.apply_rotary_pos_emb(q, k, cos, sin), modeling_qwen3.apply_rotary_pos_emb(q, k, cos, sin)
+    ):
+        assert torch.equal(got, want)

@@ -1,0 +1,143 @@
+"""Rotary position embedding in one pass each way, in whatever memory layout q and k arrive.
+
+Qwen3's attention builds q and k as views: the projection's output (B, T, H, D), transposed to
+(B, H, T, D). A kernel that wants (B, H, T, D) contiguous copies them (and their gradients) once
+per layer and direction, and FlashAttention's varlen entry then wants (T, H, D) contiguous again:
+in the step profile those copies and zero-fills cost more than the rotation itself
+(BENCHMARKS.md). This kernel reads and writes through the strides it is given and returns its
+output (and its input gradient) in the input's own layout, so nothing is copied before or after.
+
+Same rotation as transformers' `apply_rotary_pos_emb` (rotate_half form): with x = [x1, x2] split
+at D/2, y1 = x1·cos1 − x2·sin1 and y2 = x2·cos2 + x1·sin2, in float32 with one rounding;
+backward is its transpose: dx1 = dy1·cos1 + dy2·sin2, dx2 = dy2·cos2 − dy1·sin1.
+"""
+
+from __future__ import annotations
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the install
+    triton = None
+
+
+if triton is not None:
+
+    @triton.jit
+    def _rope(x_ptr, cos_ptr, sin_ptr, y_ptr, rows, H, T,
+              sxb, sxh, sxt, syb, syh, syt, scb, sct, ssb, sst,
+              HALF: tl.constexpr, ROWS: tl.constexpr, BACKWARD: tl.constexpr):  # fmt: skip
+        # rows are (b, t, h) in that order, so consecutive rows are neighbours in the usual
+        # (B, T, H, D) storage; the last dimension is contiguous in x, y, cos and sin
+        r = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)
+        live = r < rows
+        h = r % H
+        t = (r // H) % T
+        b = r // (H * T)
+        c = tl.arange(0, HALF)
+        x_row = x_ptr + b * sxb + h * sxh + t * sxt
+        y_row = y_ptr + b * syb + h * syh + t * syt
+        cos_row = cos_ptr + b * scb + t * sct
+        sin_row = sin_ptr + b * ssb + t * sst
+        m = live[:, None]
+        x1 = tl.load(x_row[:, None] + c[None, :], mask=m, other=0.0).to(tl.float32)
+        x2 = tl.load(x_row[:, None] + HALF + c[None, :], mask=m, other=0.0).to(tl.float32)
+        c1 = tl.load(cos_row[:, None] + c[None, :], mask=m, other=0.0).to(tl.float32)
+        c2 = tl.load(cos_row[:, None] + HALF + c[None, :], mask=m, other=0.0).to(tl.float32)
+        s1 = tl.load(sin_row[:, None] + c[None, :], mask=m, other=0.0).to(tl.float32)
+        s2 = tl.load(sin_row[:, None] + HALF + c[None, :], mask=m, other=0.0).to(tl.float32)
+        if BACKWARD:
+            y1 = x1 * c1 + x2 * s2
+            y2 = x2 * c2 - x1 * s1
+        else:
+            y1 = x1 * c1 - x2 * s1
+            y2 = x2 * c2 + x1 * s2
+        out = y_ptr.dtype.element_ty
+        tl.store(y_row[:, None] + c[None, :], y1.to(out), mask=m)
+        tl.store(y_row[:, None] + HALF + c[None, :], y2.to(out), mask=m)
+
+
+def _like(x: torch.Tensor) -> torch.Tensor:
+    """An empty tensor with x's shape and x's strides when those are dense (a transposed view of a
+    contiguous tensor is), else contiguous."""
+    return torch.empty_like(x, memory_format=torch.preserve_format)
+
+
+def launch(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward: bool = False) -> torch.Tensor:
+    """Rotate x (B, H, T, D) by cos, sin (B or 1, T, D); `backward` applies the transpose."""
+    bsz, heads, seq, dim = x.shape
+    y = _like(x)
+    rows = bsz * heads * seq
+    per_program = max(1, 2048 // dim)
+    cb = cos.stride(0) if cos.shape[0] > 1 else 0
+    sb = sin.stride(0) if sin.shape[0] > 1 else 0
+    _rope[(triton.cdiv(rows, per_program),)](
+        x, cos, sin, y, rows, heads, seq,
+        x.stride(0), x.stride(1), x.stride(2), y.stride(0), y.stride(1), y.stride(2),
+        cb, cos.stride(1), sb, sin.stride(1),
+        HALF=dim // 2, ROWS=per_program, BACKWARD=backward,
+    )  # fmt: skip
+    return y
+
+
+class _Rope(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, cos, sin):
+        ctx.save_for_backward(cos, sin)
+        return launch(x, cos, sin)
+
+    @staticmethod
+    def backward(ctx, dy):
+        cos, sin = ctx.saved_tensors
+        return launch(dy, cos, sin, backward=True), None, None
+
+
+def _usable(x: torch.Tensor, cos: torch.Tensor) -> bool:
+    dim = x.shape[-1] if x.dim() == 4 else 0
+    return (
+        triton is not None
+        and x.is_cuda
+        and x.dim() == 4
+        and dim >= 2
+        and dim & (dim - 1) == 0  # a power of two: the kernel's half-row block has no mask
+        and x.stride(-1) == 1
+        and cos.dim() == 3
+        and cos.shape[-1] == dim
+        and cos.shape[1] == x.shape[2]
+        and cos.shape[0] in (1, x.shape[0])
+        and cos.stride(-1) == 1
+    )
+
+
+def make_apply_rotary_pos_emb(stock):
+    """A drop-in for transformers' `apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1)` that
+    runs the kernel on CUDA and `stock` for anything it does not cover."""
+
+    def apply_rotary_pos_emb(q, k, cos, sin, *args, **kwargs):
+        unsqueeze_dim = args[0] if args else kwargs.get("unsqueeze_dim", 1)
+        if (
+            unsqueeze_dim != 1
+            or len(args) > 1
+            or set(kwargs) - {"unsqueeze_dim"}
+            or not (_usable(q, cos) and _usable(k, cos) and sin.shape == cos.shape and sin.stride(-1) == 1)
+        ):
+            return stock(q, k, cos, sin, *args, **kwargs)
+        return _Rope.apply(q, cos, sin), _Rope.apply(k, cos, sin)
+
+    apply_rotary_pos_emb.hive_stock = stock
+    return apply_rotary_pos_emb
+
+
+def apply_rope_kernel(modeling_module) -> bool:
+    """Point `modeling_module.apply_rotary_pos_emb` (a transformers model module, e.g.
+    `transformers.models.qwen3.modeling_qwen3`) at the kernel; idempotent. The module's attention
+    calls it by that global name, so the switch covers every model of that family in the process,
+    and the drop-in falls back to the stock function off CUDA."""
+    current = getattr(modeling_module, "apply_rotary_pos_emb", None)
+    if triton is None or current is None:
+        return False
+    if getattr(current, "hive_stock", None) is None:
+        modeling_module.apply_rotary_pos_emb = make_apply_rotary_pos_emb(current)
+    return True
