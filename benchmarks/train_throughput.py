@@ -14,13 +14,12 @@ Then hive-train at each `--vram` tier (8, 12, 16, 24), the numerics of hive's fa
 stock bitsandbytes + peft on one batch, and hive-train's start-up time (command to first step).
 
 Throughput counts real tokens (no padding exists in packed rows) over timed steps after warm-up.
-MFU uses one FLOP count for every setup, the model's nominal work per step:
-  linear layers and LM head: forward 2N + input-gradient backward 2N per token
-      (N = 440M linear-layer parameters + 156M LM head; frozen weights get no weight gradient;
-       the small adapter matmuls are left out)
-  attention: causal, over the actual document lengths L: forward 2·L²·d_head·heads per layer
-      (QKᵀ and PV, halved by causality), backward twice that.
-Peak: 989 TFLOP/s dense bf16 (H100/H200 SXM datasheet).
+MFU uses hive's own FLOP count for every setup (`hive_train.metrics.step_flops`, the formula
+hive-train writes to metrics.jsonl and report.md): per token, forward 2N + input-gradient backward
+2N over the decoder's linear layers (N = 440M; frozen weights get no weight gradient, the small
+adapter matmuls are left out); the LM head's 4·vocab·hidden per *loss* token (the logits a
+training step needs); causal attention over the real document lengths. Peak: 989 TFLOP/s dense
+bf16 (H100/H200 SXM datasheet).
 
 Run on the device machine (see BENCHMARKS.md for the exact command).
 """
@@ -127,22 +126,22 @@ def unpack_tokenizer(path: Path) -> Path:
     return path
 
 
-def nominal_flops(tokens: int, doc_lengths: np.ndarray) -> float:
-    cfg = qwen3_06b_config()
-    d, inter, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
-    q = cfg.num_attention_heads * cfg.head_dim
-    kv = cfg.num_key_value_heads * cfg.head_dim
-    linear = layers * (d * q + 2 * d * kv + q * d + 3 * d * inter)
-    head = cfg.vocab_size * d
-    dense = 4 * (linear + head) * tokens
-    attn_fwd = (
-        layers
-        * 2
-        * float((doc_lengths.astype(np.float64) ** 2).sum())
-        * cfg.head_dim
-        * cfg.num_attention_heads
-    )
-    return dense + 3 * attn_fwd
+def model_info(model_dir: Path):
+    from hive_train.model import read_model_info
+
+    return read_model_info(str(model_dir))
+
+
+def row_flops(info, tokens: int, completion_mask: np.ndarray, doc_lengths: np.ndarray) -> float:
+    """hive's FLOP count (`step_flops`) for one packed row, from its completion mask: a completion
+    token that starts a document is never a target (as in `RowTable.row_loss_tokens`)."""
+    from hive_train.metrics import step_flops
+
+    mask = np.asarray(completion_mask, dtype=np.int64)
+    lengths = np.asarray(doc_lengths, dtype=np.int64)
+    starts = np.cumsum(lengths) - lengths
+    loss_tokens = int(mask.sum() - mask[starts[starts < len(mask)]].sum())
+    return step_flops(info, tokens, loss_tokens, lengths)
 
 
 def cleanup() -> None:
@@ -181,13 +180,15 @@ def run_trl(
         target_modules=TARGETS,
         task_type="CAUSAL_LM",
     )
-    fetched: list[tuple[int, np.ndarray]] = []  # (tokens, document lengths) per row, in fetch order
+    info = model_info(model_dir)
+    fetched: list[tuple[int, float]] = []  # (tokens, hive's FLOP count) per row, in fetch order
     dataset = load_for_trl(shards, "train")
     to_trl = dataset.format["format_kwargs"]["transform"]
 
     def counting(batch):  # the same transform, counting the rows the trainer reads
-        for ids, lengths in zip(batch["input_ids"], batch["seq_lengths"]):
-            fetched.append((len(ids), np.asarray(lengths)))
+        # the "labels" column holds the completion mask until `to_trl` turns it into labels
+        for ids, mask, lengths in zip(batch["input_ids"], batch["labels"], batch["seq_lengths"]):
+            fetched.append((len(ids), row_flops(info, len(ids), mask, lengths)))
         return to_trl(batch)
 
     dataset.set_transform(counting)
@@ -231,7 +232,7 @@ def run_trl(
     seconds = marks[warmup + steps - 1] - marks[warmup - 1]
     rows = fetched[timed.start * ROWS_PER_STEP : timed.stop * ROWS_PER_STEP]
     tokens = sum(t for t, _ in rows)
-    flops = sum(nominal_flops(t, d) for t, d in rows)
+    flops = sum(f for _, f in rows)
     result = {
         "setup": name,
         "tokens_per_s": tokens / seconds,
@@ -249,7 +250,10 @@ def run_trl(
 
 
 def hive_config(model_dir: Path, tokenizer_dir: Path, steps: int, vram: str, **overrides):
-    from hive_train.config import TrainConfig, apply_vram_preset
+    """hive-train's configuration for `vram`, with 8 rows per optimizer step. The batching is not
+    explicit: `train` plans it for the tier (`hive_train.setup.plan_memory`), keeping 8 rows per
+    step; `overrides` (a batching, say) only change what the plan starts from."""
+    from hive_train.config import TrainConfig
 
     settings = dict(
         model=str(model_dir),
@@ -263,9 +267,7 @@ def hive_config(model_dir: Path, tokenizer_dir: Path, steps: int, vram: str, **o
         warmup_ratio=0.0,
         vram=vram,
     )
-    cfg = TrainConfig(**{**settings, **overrides})
-    cfg, _ = apply_vram_preset(cfg, vram, explicit=set())
-    return cfg.check()
+    return TrainConfig(**{**settings, **overrides}).check()
 
 
 def run_hive(
@@ -279,13 +281,28 @@ def run_hive(
     warmup: int,
     **overrides,
 ):
+    """One hive-train run (`train`, in this process) at `vram`: it plans its memory for the tier
+    and, on a bigger GPU, caps itself at the tier's size (`hive_train.setup.vram_cap`). Throughput
+    over the timed steps, peak allocated and reserved GPU memory, and the plan it ran."""
+    from hive_core.errors import TrainError
     from hive_train.loop import train
     from hive_train.metrics import read_metrics
 
-    out = Path(tempfile.mkdtemp(prefix=f"hive-{name}-"))
+    out = Path(tempfile.mkdtemp(prefix=f"hive-{name.replace(' ', '_')}-"))
     cfg = hive_config(model_dir, tokenizer_dir, warmup + steps, vram, **overrides)
-    torch.cuda.reset_peak_memory_stats()
-    done = train(cfg, shards, out, overwrite=True, progress=False)
+    cleanup()  # nothing cached from an earlier setup counts as this run's reserved memory
+    try:
+        try:
+            done = train(cfg, shards, out, overwrite=True, progress=False)
+        except TrainError as err:  # hive-train's out-of-memory advice: report it as the OOM it was
+            if "out of memory" not in str(err):
+                raise
+            raise torch.OutOfMemoryError(str(err)) from None
+        peak_allocated, peak_reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
+        used_graphs, plan = done.cuda_graphs, done.memory_plan or {}
+        del done  # its model, so that `cleanup` hands the memory back before the next setup
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)  # `train` lifts its cap; make sure of it
     records = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r and "step" in r]
     timed = records[warmup : warmup + steps]
     seconds = sum(r["step_time"] for r in timed)
@@ -295,11 +312,17 @@ def run_hive(
         "setup": name,
         "tokens_per_s": tokens / seconds,
         "mfu": flops / seconds / PEAK_FLOPS,
-        "peak_gb": torch.cuda.max_memory_allocated() / 1e9,
-        "gradient_checkpointing": cfg.gradient_checkpointing,
-        "cuda_graphs": done.cuda_graphs,
-        "micro_batch_rows": cfg.batch_size,
-        "grad_accum": cfg.grad_accum,
+        "peak_gb": peak_allocated / 1e9,
+        "peak_reserved_gb": peak_reserved / 1e9,
+        "gradient_checkpointing": bool(plan.get("checkpoint_layers") or cfg.gradient_checkpointing),
+        "cuda_graphs": used_graphs,
+        "micro_batch_rows": plan.get("micro_rows", cfg.batch_size),
+        "grad_accum": plan.get("grad_accum", cfg.grad_accum),
+        "checkpoint_layers": plan.get("checkpoint_layers"),
+        "loss_chunk": plan.get("loss_chunk"),
+        "predicted_peak_gb": plan.get("peak_gb"),
+        "predicted_step_gb": plan.get("step_gb"),
+        "plan": plan.get("description"),
     }
     shutil.rmtree(out, ignore_errors=True)
     cleanup()
@@ -577,7 +600,8 @@ def main() -> None:
                 warmup=args.warmup,
             )
             res["tier_gb"] = int(tier)
-            res["headroom"] = 1 - res["peak_gb"] / int(tier) if "peak_gb" in res else None
+            if "peak_reserved_gb" in res:
+                res["reserved_over_tier"] = res["peak_reserved_gb"] / int(tier)
             results["tiers"].append(res)
             print(res, flush=True)
     if "graphs" in only:
@@ -646,16 +670,27 @@ def main() -> None:
         if hive and other in by:
             print(f"hive-train / {other}: {hive / by[other]:.2f}x")
     if results["tiers"]:
+        # each tier against the --vram 80 run of this same call; targets: reserved <= 90% of the
+        # tier, throughput 24 GB >= 95%, 16 GB >= 85%, 12 GB >= 80%, 8 GB >= 60%
         print(
-            "\n| --vram | tokens/s | peak GB | headroom | micro-batch rows x accum | checkpointing |\n|---|---|---|---|---|---|"
+            "\n| --vram | tokens/s | vs --vram 80 | peak allocated GB | peak reserved GB | reserved / tier "
+            "| micro-batch rows x accum | checkpointed layers | loss chunk | predicted peak GB | CUDA graphs |"
+            "\n|---|---|---|---|---|---|---|---|---|---|---|"
         )
-        for r in results["tiers"]:
+        rows = list(results["tiers"])
+        top = next((r for r in results["setups"] if r.get("setup") == "hive-train --vram 80"), None)
+        if top is not None and "error" not in top:
+            rows.append({**top, "tier_gb": 80, "reserved_over_tier": top["peak_reserved_gb"] / 80})
+        for r in rows:
             if "error" in r:
-                print(f"| {r['tier_gb']} | {r['error']} | | | | |")
+                print(f"| {r['tier_gb']} | {r['error']} | | | | | | | | | |")
                 continue
+            relative = f"{r['tokens_per_s'] / hive:.1%}" if hive else "n/a"
             print(
-                f"| {r['tier_gb']} | {r['tokens_per_s']:,.0f} | {r['peak_gb']:.2f} | {r['headroom']:.0%} | "
-                f"{r['micro_batch_rows']} x {r['grad_accum']} | {r['gradient_checkpointing']} |"
+                f"| {r['tier_gb']} | {r['tokens_per_s']:,.0f} | {relative} | {r['peak_gb']:.2f} | "
+                f"{r['peak_reserved_gb']:.2f} | {r['reserved_over_tier']:.0%} | "
+                f"{r['micro_batch_rows']} x {r['grad_accum']} | {r['checkpoint_layers']} | {r['loss_chunk']} | "
+                f"{r['predicted_peak_gb']} | {r['cuda_graphs']} |"
             )
     if "startup" in results:
         for i, run in enumerate(results["startup"]["runs"], 1):

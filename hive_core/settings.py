@@ -61,6 +61,7 @@ class Spec:
     note: str = ""  # appended to a range error, e.g. " (0 = no clipping)"
     default_text: str | None = None  # the help's "[default: ...]" when the default needs words
     int_as_str: bool = False  # a str setting that YAML may give as a number (`vram: 16`)
+    nullable: bool = False  # YAML's null is a value too, though the default is not None (`vram: null`)
     # filled by `specs`
     name: str = ""
     kind: str = "str"  # bool | int | float | str | list | dict
@@ -112,7 +113,8 @@ def _kind(annotation) -> tuple[str, bool]:
 
 def coerce(spec: Spec, value, where: dict | None = None):
     """`value` (from YAML or a flag) as the field's kind; ConfigError located at `where` when it
-    cannot be. None is accepted only where the default is None. A list also reads "a,b,c"."""
+    cannot be. None is accepted only where the default is None or the setting is `nullable`. A list
+    also reads "a,b,c"."""
     where = where or {}
     name, kind = spec.name, spec.kind
 
@@ -120,7 +122,7 @@ def coerce(spec: Spec, value, where: dict | None = None):
         raise ConfigError(f"{name} must be {expected}, got {value!r}", **where)
 
     if value is None:
-        if spec.default is None:
+        if spec.default is None or spec.nullable:
             return None
         bad(f"a {kind}")
     if kind == "bool":

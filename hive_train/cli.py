@@ -51,6 +51,8 @@ CLI_SETTINGS = (
     "dtype",
     "attention",
     "gradient_checkpointing",
+    "checkpoint_layers",
+    "loss_chunk",
     "compile",
     "cuda_graphs",
     "fast",
@@ -104,15 +106,6 @@ def export(run_dir, output, dtype, device):
 
     out = export_merged(run_dir, output, dtype=getattr(torch, dtype), device=device)
     click.echo(f"wrote {out}")
-
-
-def _free_gib() -> float | None:
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    free, _ = torch.cuda.mem_get_info()
-    return free / 2**30
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -171,7 +164,7 @@ def main(shards, output, config_path, resume, overwrite, stop_after, verify, gpu
 
         sys.exit(launch(gpus, sys.argv[1:]))
 
-    from hive_train.config_sources import resolve_config
+    from hive_train.config_sources import resolve
     from hive_train.distributed import PeerFailed
     from hive_train.loop import train
 
@@ -179,18 +172,15 @@ def main(shards, output, config_path, resume, overwrite, stop_after, verify, gpu
     # bitsandbytes logs at import that an optional CPU kernel package is absent: noise for users
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     flags = {k: v for k, v in options.items() if v is not None}
-    free = _free_gib() if flags.get("vram") == "auto" else None
     recorded, recorded_source = None, None
     if resume:  # the run's own configuration stands in for the defaults (its model, tokenizer, ...)
         from hive_train.checkpoint import recorded_config
 
         recorded, recorded_source = recorded_config(output)
-    cfg, notes = resolve_config(
-        config_path, flags, free_gib=free, recorded=recorded, recorded_source=recorded_source
-    )
+    resolved = resolve(config_path, flags, recorded=recorded, recorded_source=recorded_source)
     try:
         result = train(
-            cfg,
+            resolved.cfg,
             shards,
             output,
             resume=resume,
@@ -198,7 +188,8 @@ def main(shards, output, config_path, resume, overwrite, stop_after, verify, gpu
             stop_after=stop_after,
             verify=verify,
             progress=not quiet,
-            notes=notes,
+            notes=resolved.notes,
+            explicit=resolved.explicit,
         )
     except PeerFailed:
         sys.exit(1)  # a rank of a data-parallel run; rank 0 printed why

@@ -1,7 +1,9 @@
 """`TrainConfig`: every training setting and its default, in one place.
 
-Recipes (`pipelines/*.yaml`, section `train`), hivellm expert manifests, `--vram` presets and CLI
-flags only fill this dataclass (see `hive_train.config_sources`); nothing else holds a default.
+Recipes (`pipelines/*.yaml`, section `train`), hivellm expert manifests and CLI flags only fill
+this dataclass (see `hive_train.config_sources`); nothing else holds a default. The `--vram` memory
+plan (`apply_vram_plan`, made by `hive_train.setup` once the model's shapes and the shards' `seq`
+are known) fills the batching and memory fields the user left alone.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from dataclasses import dataclass
 
 from hive_core.errors import ConfigError
 from hive_core.settings import check_value, setting, specs
+from hive_train.memory_plan import GB, MemoryCosts, Plan, plan
 
 ADAPTERS = ("dora", "lora", "ia3")
 QUANTS = ("nf4", "none")
 SCHEDULERS = ("cosine", "linear", "constant")
 ATTENTION = ("auto", "flex", "varlen", "sdpa")
 DTYPES = ("auto", "float32", "bfloat16")
-VRAM_TIERS = ("auto", "8", "12", "16", "24", "80")
+TIERS = ("8", "12", "16", "24", "80")  # --vram sizes in GB (10**9 bytes), smallest first
+VRAM_TIERS = ("auto", *TIERS)
 SELECT_BY = ("ex", "val_loss")
 QWEN_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
 MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
@@ -93,10 +97,29 @@ class TrainConfig:
     attention: str = setting(  # auto: flex on CUDA, SDPA with a block-diagonal mask on CPU
         "auto", help="Document-isolated attention backend.", choices=ATTENTION
     )
-    gradient_checkpointing: bool = setting(False, help="Recompute activations in backward.")
+    gradient_checkpointing: bool = setting(
+        False, help="Recompute every decoder layer's activations in backward (--checkpoint-layers: some)."
+    )
+    # None: all layers with gradient_checkpointing, else none (`checkpointed_layers`); --vram plans it
+    checkpoint_layers: int | None = setting(
+        None,
+        help="Recompute the activations of the first N decoder layers in backward (CUDA graphs still "
+        "apply); planned by --vram.",
+        default_text="all with --gradient-checkpointing, else none",
+        low=0,
+        high=10**6,
+    )
+    # the chunked LM-head loss holds chunk x vocab logits at once (bf16 on CUDA; more off it)
+    loss_chunk: int = setting(
+        4096,
+        help="Loss positions whose logits (a row of vocabulary size each) the LM-head loss computes at "
+        "once; planned by --vram.",
+        low=1,
+        high=10**7,
+    )
     compile: bool = setting(False, help="torch.compile each decoder layer.")
     # replay each step's forward and backward as one CUDA graph (hive_train/cuda_graphs.py);
-    # None: wherever it applies (CUDA, varlen attention, no checkpointing; `cuda_graphs.graph_eligibility`)
+    # None: wherever it applies (CUDA, varlen attention, no checkpointing with dropout; `cuda_graphs.graph_eligibility`)
     cuda_graphs: bool | None = setting(
         None,
         help="Replay each step as one CUDA graph (default: wherever it applies; --cuda-graphs says why "
@@ -115,8 +138,15 @@ class TrainConfig:
         help="Keep NF4 base weights 4-bit and dequantize per use (least memory; the --vram 8 default) "
         "or dequantize them once to the compute dtype (fastest).",
     )
-    vram: str | None = setting(  # None = no preset
-        None, help="GPU memory preset in GB; auto reads free memory.", choices=VRAM_TIERS, int_as_str=True
+    # None (a recipe's `vram: null`, or a run recorded before plans): no plan, fields as given
+    vram: str | None = setting(
+        "auto",
+        help="GPU memory to plan for, in GB; auto: the GPU's free memory (nothing on a CPU). The plan "
+        "picks micro-batch rows (rows per step kept), checkpointed layers and loss chunk; a tier also "
+        "caps this process at that much GPU memory.",
+        choices=VRAM_TIERS,
+        int_as_str=True,
+        nullable=True,
     )
     # a model or tokenizer that needs its own Python code (config `auto_map`) is refused unless True
     trust_remote_code: bool = setting(
@@ -215,6 +245,13 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def checkpointed_layers(self, layers: int) -> int:
+        """How many of a model's `layers` decoder layers recompute their activations in backward:
+        `checkpoint_layers` (at most `layers`), else all with `gradient_checkpointing`, else none."""
+        if self.checkpoint_layers is not None:
+            return min(self.checkpoint_layers, layers)
+        return layers if self.gradient_checkpointing else 0
+
     @property
     def selection(self) -> str:
         """The metric that picks best/: `select_by`, else "ex" when `eval_data` is set, else "val_loss"."""
@@ -243,73 +280,115 @@ DECODING_RANGES = {
 }
 
 
-# --vram presets for Qwen3-0.6B-sized models at seq 2048: rows per micro-batch, gradient
-# checkpointing, and the largest adapter rank that tier takes. Rows per optimizer step are kept
-# (accumulation absorbs the change). On the fast path a step is bound by per-micro-batch launch
-# overhead, so a tier keeps micro-batches large and pays for memory with checkpointing rather than
-# with more, smaller micro-batches (measured on an H100, BENCHMARKS.md: 8 rows with checkpointing
-# peak at ~4 GB, without it at ~25 GB). The 8 GB tier also keeps the base weights 4-bit.
-VRAM_PRESETS: dict[str, dict] = {
-    "8": {"batch_size": 8, "gradient_checkpointing": True, "max_rank": 8, "keep_4bit": True},
-    "12": {"batch_size": 16, "gradient_checkpointing": True, "max_rank": 16},
-    "16": {"batch_size": 16, "gradient_checkpointing": True, "max_rank": 16},
-    "24": {"batch_size": 16, "gradient_checkpointing": True, "max_rank": 32},
-    "80": {"batch_size": 16, "gradient_checkpointing": False, "max_rank": 64},
+# What a --vram tier decides besides the plan: the largest adapter rank it takes (alpha scales with
+# it) and, at 8 GB, NF4 base weights kept 4-bit and dequantized per use (no dense bf16 copy: ~0.7 GB
+# less at Qwen3-0.6B, ~7% slower).
+TIER_RULES: dict[str, dict] = {
+    "8": {"max_rank": 8, "keep_4bit": True},
+    "12": {"max_rank": 16},
+    "16": {"max_rank": 16},
+    "24": {"max_rank": 32},
+    "80": {"max_rank": 64},
 }
+# the fields a plan fills (rows per step kept), unless given explicitly
+PLANNED = ("batch_size", "grad_accum", "checkpoint_layers", "loss_chunk")
 
 
-def auto_vram_tier(free_gib: float | None) -> str | None:
-    """The largest preset that fits in `free_gib` of free GPU memory (None without a GPU).
+def tier_bytes(tier: str) -> int:
+    """A tier's size in bytes: N GB = N * 10**9 (a card sold as N GB holds N GiB)."""
+    return int(tier) * GB
 
-    A card sold as N GB reports a little less (a 16 GB card: ~15.6 GiB total, less free), and each
-    preset already keeps a margin under its size, so a tier is taken with 1 GiB of slack.
-    """
-    if free_gib is None:
+
+def largest_tier(memory_bytes: float | None) -> str | None:
+    """The largest tier no bigger than `memory_bytes` (with 1 GB of slack: a card reports a little
+    less than it is sold as, less still free), "8" below that; None without a GPU (None)."""
+    if memory_bytes is None:
         return None
-    fitting = [tier for tier in VRAM_PRESETS if int(tier) <= free_gib + 1.0]
-    return max(fitting, key=int) if fitting else "8"
+    fitting = [tier for tier in TIERS if tier_bytes(tier) <= memory_bytes + GB]
+    return fitting[-1] if fitting else TIERS[0]
 
 
-def apply_vram_preset(cfg: TrainConfig, tier: str, explicit: set[str]) -> tuple[TrainConfig, list[str]]:
-    """Apply a `--vram` preset, leaving alone the fields set explicitly by flags.
+def apply_vram_plan(
+    cfg: TrainConfig,
+    info,
+    *,
+    tier: str,
+    budget_bytes: int,
+    explicit: set[str] | frozenset[str],
+    loss_tokens_per_row: int | None = None,
+) -> tuple[TrainConfig, Plan, list[str]]:
+    """Plan `cfg` for `budget_bytes` of GPU memory (`hive_train.memory_plan.plan`) and fill it in.
 
-    Rows per optimizer step stay what the recipe asked for: the micro-batch shrinks and gradient
-    accumulation grows. Returns the new config and human-readable notes of what changed.
+    `info` is the model's `ModelInfo`, `cfg.seq` must be set (the shards'). `tier`'s rules apply
+    first (`TIER_RULES`: rank cap, 4-bit base weights), then the plan sets the `PLANNED` fields:
+    rows per micro-batch and accumulation (rows per optimizer step kept), checkpointed layers and
+    the loss chunk. Fields named in `explicit` (given by flags, or recorded by a resumed run) stay
+    as they are and the plan works around them; token budgets (`tokens_per_micro`,
+    `tokens_per_step`) keep the batching as given. `loss_tokens_per_row`: the most loss positions
+    a row of the shards has (None: every token). Returns the new config, the plan and notes on
+    what the tier's rules changed. Deterministic: the same inputs give the same config.
     """
-    preset = VRAM_PRESETS[str(tier)]
-    notes: list[str] = []
+    if cfg.seq is None:
+        raise ValueError("apply_vram_plan needs cfg.seq (the shards' sequence length)")
     cfg = dataclasses.replace(cfg)
-    rows_per_step = cfg.batch_size * cfg.grad_accum
-    if "batch_size" not in explicit and cfg.tokens_per_micro is None:
-        micro = min(preset["batch_size"], rows_per_step)
-        if micro != cfg.batch_size:
-            cfg.batch_size = micro
-            if "grad_accum" not in explicit:
-                cfg.grad_accum = max(1, math.ceil(rows_per_step / micro))
-            notes.append(f"micro-batch {cfg.batch_size} rows x {cfg.grad_accum} accumulation")
-    if (
-        "gradient_checkpointing" not in explicit
-        and cfg.gradient_checkpointing != preset["gradient_checkpointing"]
-    ):
-        cfg.gradient_checkpointing = preset["gradient_checkpointing"]
-        notes.append(f"gradient checkpointing {'on' if cfg.gradient_checkpointing else 'off'}")
-    if "keep_4bit" not in explicit and preset.get("keep_4bit", False) != cfg.keep_4bit:
-        cfg.keep_4bit = preset.get("keep_4bit", False)
+    notes: list[str] = []
+    rules = TIER_RULES[str(tier)]
+    if "keep_4bit" not in explicit and rules.get("keep_4bit", False) != cfg.keep_4bit:
+        cfg.keep_4bit = rules.get("keep_4bit", False)
         notes.append("base weights kept 4-bit" if cfg.keep_4bit else "base weights dequantized once")
-    if "rank" not in explicit and cfg.rank > preset["max_rank"]:
-        notes.append(f"rank {cfg.rank} -> {preset['max_rank']} (alpha/rank kept)")
+    if "rank" not in explicit and cfg.rank > rules["max_rank"]:
+        notes.append(f"rank {cfg.rank} -> {rules['max_rank']} (alpha/rank kept)")
         if "alpha" not in explicit:
-            cfg.alpha = cfg.alpha * preset["max_rank"] / cfg.rank
-        cfg.rank = preset["max_rank"]
-    return cfg, notes
+            cfg.alpha = cfg.alpha * rules["max_rank"] / cfg.rank
+        cfg.rank = rules["max_rank"]
+    pinned: dict = {}
+    if cfg.tokens_per_micro is not None:
+        pinned["micro_tokens"] = cfg.tokens_per_micro
+    elif cfg.tokens_per_step is not None or explicit & {"batch_size", "grad_accum"}:
+        pinned["micro_rows"] = cfg.batch_size
+    if explicit & {"checkpoint_layers", "gradient_checkpointing"}:
+        pinned["checkpoint_layers"] = cfg.checkpointed_layers(info.layers)
+    if "loss_chunk" in explicit:
+        pinned["loss_chunk"] = cfg.loss_chunk
+    costs = MemoryCosts.from_model(
+        info,
+        cfg.rank,
+        cfg.target_modules,
+        cfg.keep_4bit,
+        adapter=cfg.adapter,
+        quant=cfg.quant,
+        compute_bytes=4 if cfg.dtype == "float32" else 2,
+    )
+    chosen = plan(
+        costs,
+        budget_bytes,
+        cfg.batch_size * cfg.grad_accum,
+        cfg.seq,
+        loss_tokens_per_row=loss_tokens_per_row,
+        **pinned,
+    )
+    if "micro_rows" not in pinned and "micro_tokens" not in pinned:
+        cfg.batch_size, cfg.grad_accum = chosen.micro_rows, chosen.grad_accum
+    if "checkpoint_layers" not in pinned:
+        cfg.checkpoint_layers = chosen.checkpoint_layers
+    if "loss_chunk" not in pinned:
+        cfg.loss_chunk = chosen.loss_chunk
+    if not chosen.fits:
+        budgets = {name for name in ("tokens_per_micro", "tokens_per_step") if getattr(cfg, name) is not None}
+        given = sorted(({*explicit} & {*PLANNED, "gradient_checkpointing"}) | budgets)
+        why = f"with {', '.join(given)} as given" if given else "even at its smallest"
+        notes.append(
+            f"warning: predicted peak {chosen.peak_bytes / GB:.1f} GB is over the "
+            f"{chosen.budget_bytes / GB:.1f} GB budget {why}"
+        )
+    return cfg, chosen, notes
 
 
 def next_lower_tier(tier: str | None) -> str | None:
-    tiers = sorted(VRAM_PRESETS, key=int)
-    if tier is None or tier not in tiers:
+    if tier not in TIERS:
         return None
-    index = tiers.index(tier)
-    return tiers[index - 1] if index > 0 else None
+    index = TIERS.index(tier)
+    return TIERS[index - 1] if index > 0 else None
 
 
 def oom_message(step: int, tier: str | None, total_gib: float | None = None) -> str:
@@ -317,9 +396,9 @@ def oom_message(step: int, tier: str | None, total_gib: float | None = None) -> 
     where = f"at step {step}" if step else "before the first step"
     size = f" on a {total_gib:.0f} GB GPU" if total_gib else ""
     lower = next_lower_tier(tier)
-    if tier is None:
-        fit = auto_vram_tier(total_gib) if total_gib else "8"
-        advice = f"try --vram {fit} (or a smaller --batch-size / --tokens-per-micro)"
+    if tier not in TIERS:  # no plan, or one made for the free memory
+        fit = largest_tier(total_gib * 2**30) if total_gib else "8"
+        advice = f"try --vram {fit} (or a smaller --batch-size / --tokens-per-micro, or --checkpoint-layers)"
     elif lower is not None:
         advice = f"try --vram {lower}"
     else:

@@ -1,22 +1,27 @@
 """Fill a `TrainConfig` from a recipe's `train` section or a hivellm expert manifest, then flags.
 
 Precedence, lowest first: `TrainConfig` defaults, the configuration a resumed run recorded, the
-`--config` file, the `--vram` preset (for the fields it governs), explicit CLI flags. Every value
-remembers where it came from (the flag, or file:line:col of the recipe), and range errors name it. A YAML recipe's unknown key is an error naming file, line
-and column; a hivellm `manifest.json` (schema 2.0) is someone else's format, so its keys outside
-`training.config`'s known list only warn, once each.
+`--config` file, explicit CLI flags. Every value remembers where it came from (the flag, or
+file:line:col of the recipe), and range errors name it. A YAML recipe's unknown key is an error
+naming file, line and column; a hivellm `manifest.json` (schema 2.0) is someone else's format, so
+its keys outside `training.config`'s known list only warn, once each.
+
+The `--vram` memory plan comes later, once the shards' `seq` and the model's shapes are known
+(`hive_train.setup`); `Resolved.explicit` names the fields it must leave alone: those given by
+flags and, on a resume, every field (the run continues as it was recorded).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from hive_core import settings
 from hive_core.errors import ConfigError
 from hive_core.recipe import check_keys, load_recipe
-from hive_train.config import TrainConfig, apply_vram_preset, auto_vram_tier
+from hive_train.config import TrainConfig
 
 FIELDS = settings.specs(TrainConfig)  # field name -> its Spec (kind, default, flag, range)
 
@@ -131,22 +136,42 @@ def _load_config_file(path: str | os.PathLike) -> tuple[dict, list[str], dict]:
     return values, [], sources
 
 
+@dataclass
+class Resolved:
+    """A resolved configuration, the notes on how it was read, and the fields set explicitly."""
+
+    cfg: TrainConfig
+    notes: list[str]
+    # fields given by flags, or recorded by the run being resumed: the --vram plan leaves them alone
+    explicit: frozenset[str]
+
+
 def resolve_config(
     config_path: str | os.PathLike | None,
     flags: dict,
     *,
-    free_gib: float | None = None,
     recorded: dict | None = None,
     recorded_source: str | None = None,
 ) -> tuple[TrainConfig, list[str]]:
-    """Defaults <- `recorded` <- config file <- `--vram` preset <- explicit flags; validated.
+    """`resolve`'s config and notes."""
+    resolved = resolve(config_path, flags, recorded=recorded, recorded_source=recorded_source)
+    return resolved.cfg, resolved.notes
+
+
+def resolve(
+    config_path: str | os.PathLike | None,
+    flags: dict,
+    *,
+    recorded: dict | None = None,
+    recorded_source: str | None = None,
+) -> Resolved:
+    """Defaults <- `recorded` <- config file <- explicit flags; validated.
 
     `flags` holds only options the user actually gave (name -> value, TrainConfig field names).
     `recorded` is the resolved configuration of the run being resumed (read from
     `recorded_source`): it stands in for the defaults, so a resume without `--model` uses the
-    model the run was trained with. `free_gib` is the free GPU memory, used by `--vram auto`.
-    Returns the config and notes/warnings. Range errors name the flag or the file (and line) the
-    value came from.
+    model the run was trained with. Range errors name the flag or the file (and line) the value
+    came from.
     """
     values: dict = {}
     sources: dict = {}
@@ -177,19 +202,8 @@ def resolve_config(
     if "trust_remote_code" not in flags:
         values.pop("trust_remote_code", None)  # never carried over from a recorded run either
     cfg = TrainConfig(**values)
-    if cfg.vram is not None:
-        tier = auto_vram_tier(free_gib) if cfg.vram == "auto" else cfg.vram
-        if tier is None:
-            notes.append("--vram auto: no GPU found, no preset applied")
-        else:
-            # a recorded run's values are already the preset's result: the preset leaves them alone
-            explicit = set(flags) | set(recorded or {})
-            cfg, changed = apply_vram_preset(cfg, tier, explicit=explicit)
-            cfg.vram = tier
-            notes.append(f"--vram {tier}: " + (", ".join(changed) if changed else "recipe already fits"))
-    try:
-        cfg.check(sources)
-    except ConfigError as err:
-        # a value the --vram preset set is named by the --vram flag (or where the vram came from)
-        raise err.with_location(**sources.get("vram", {})) from None
-    return cfg, notes
+    cfg.check(sources)
+    # a resumed run's values already are its plan's result, and fields it predates keep their
+    # defaults (as `resume.check_resume` reads them): the plan changes nothing on a resume
+    explicit = frozenset(FIELDS) if recorded else frozenset(flags)
+    return Resolved(cfg, notes, explicit)

@@ -10,13 +10,15 @@ planned from the whole schedule before training starts (`static_shape`, `pad_sta
 longest micro-batch (a padding document without loss, in pieces no longer than the longest real
 document), the document table to the most documents (empty documents at the end), and the loss
 positions to the most loss tokens (extra positions weighted 0 in the loss). Padding changes neither
-the loss nor any gradient. The LM-head loss then runs the chunked PyTorch version, which never reads
-a value back to the host (Liger's kernel does, to count its targets).
+the loss nor any gradient. The chunked LM-head loss (`fast_adapters.linear_cross_entropy_sum`)
+never reads a value back to the host, so it is captured with the rest.
 
 `GraphedStep` is used only where it is known to hold: CUDA, the fast path on every adapted layer,
-FlashAttention (varlen), no gradient checkpointing, no torch.compile, no process group, about the same
-number of micro-batches in every step: one graph runs all of a step's micro-batches, and a step
-with fewer gets empty ones (`graph_eligibility` says why not otherwise). The adapters' per-step
+FlashAttention (varlen), no torch.compile, no process group, about the same number of micro-batches
+in every step: one graph runs all of a step's micro-batches, and a step with fewer gets empty ones
+(`graph_eligibility` says why not otherwise). Activation checkpointing is captured too: hive's own
+(`hive_train.checkpointing`) recomputes without touching the RNG state, which holds while nothing
+draws random numbers (dropout 0, as the fast path requires). The adapters' per-step
 tensors (`FastAdapters.prepare`) are computed inside the graph, so each replay reads the parameters
 as the optimizer left them; the gradients live in the graph's memory and each replay overwrites them,
 so they are never set to None between steps.
@@ -142,12 +144,13 @@ def graph_eligibility(
     """
     if device.type != "cuda":
         return "not on CUDA"
+    if cfg.dropout > 0 and (cfg.gradient_checkpointing or cfg.checkpoint_layers):
+        # recomputing dropout needs the RNG state saved and restored, which a capture forbids
+        return "activation checkpointing with dropout"
     if fast is None or not fast.covers_all:
         return "the fast adapter path does not cover every adapted layer"
     if backend != "varlen":
         return f"attention is {backend}, not varlen"
-    if cfg.gradient_checkpointing:
-        return "gradient checkpointing is on"
     if cfg.compile:
         return "--compile is on"
     if data_parallel:

@@ -18,6 +18,7 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from hive_train.metrics import MetricsLog, gpu_total_gib, log_record, peak_flops
 from hive_train.optim import lr_at, set_lr
 from hive_train.resume import restore, save_checkpoint
 from hive_train.run_dir import finish
-from hive_train.setup import setup_model, setup_run, start_ranks
+from hive_train.setup import setup_model, setup_run, start_ranks, vram_cap
 from hive_train.steps import make_step
 
 
@@ -50,6 +51,7 @@ class TrainResult:
     cuda_graphs: bool = False  # whether the steps ran as CUDA graph replays
     model: object = dataclasses.field(default=None, repr=False)  # the trained peft model
     best: dict | None = None  # best/best.json: the step, metric and value of the best evaluation
+    memory_plan: dict | None = None  # the --vram plan (`memory_plan.Plan.to_dict`), None without one
 
 
 def train(
@@ -64,6 +66,7 @@ def train(
     progress: bool = True,
     notes: list[str] | None = None,
     eval_hook=None,
+    explicit: Collection[str] = (),
 ) -> TrainResult:
     """Train an adapter on packed shards into `out_dir` (docs/training.md has the layout).
 
@@ -74,6 +77,12 @@ def train(
     after the validation loss; the dict rank 0 gets (`ex`, `valid`, ..., `rows`, `seconds`) goes
     into that step's metrics record as `eval_<key>`. Left out, `cfg.eval_data` gets
     `hive_eval.during_training`'s hook (imported only then), which `train` also closes.
+
+    `cfg.vram` (a tier, or auto on a GPU) plans the memory once the shards are open
+    (`hive_train.setup.plan_memory`): rows per micro-batch and accumulation (rows per step kept),
+    checkpointed layers and loss chunk, except the fields named in `explicit` (the CLI passes the
+    flags given; on a resume, every field). `vram=None` plans nothing. A tier smaller than the GPU
+    also caps this process's GPU memory at the tier's size for the run (`setup.vram_cap`).
 
     Under torchrun every process calls this: each takes its share of every step's micro-batches
     and rank 0 alone writes `out_dir` (docs/distributed.md). The process group is started here
@@ -90,11 +99,12 @@ def train(
             with distributed.agreed():  # bad evaluation data stops every rank before anything is written
                 eval_hook = _default_eval_hook(cfg, shards_dir, out_dir)
         try:
-            run, data = setup_run(
-                cfg, shards_dir, Path(out_dir), device, started=started, log=log, resume=resume,
-                overwrite=overwrite, verify=verify,
-            )  # fmt: skip
-            return _loop(run, data, stop_after, progress, eval_hook)
+            with vram_cap(cfg.vram, device, log):
+                run, data = setup_run(
+                    cfg, shards_dir, Path(out_dir), device, started=started, log=log, resume=resume,
+                    overwrite=overwrite, verify=verify, explicit=explicit,
+                )  # fmt: skip
+                return _loop(run, data, stop_after, progress, eval_hook)
         finally:
             if owned:
                 eval_hook.close()
@@ -183,7 +193,7 @@ def _loop(run, data, stop_after: int | None, progress: bool, eval_hook=None) -> 
     return TrainResult(
         run_dir=run.out, steps=end_step, total_steps=total_steps, losses=losses, final_val_loss=val_loss,
         checkpoint=last_good, completed=completed, cuda_graphs=step_fn.graphed, model=model,
-        best=best.record if best else None,
+        best=best.record if best else None, memory_plan=run.plan.to_dict() if run.plan else None,
     )  # fmt: skip
 
 

@@ -15,11 +15,15 @@ from hive_train import attention, distributed
 from hive_train.data import MicroBatch, RowTable, flatten
 from hive_train.fast_adapters import linear_cross_entropy_sum
 
+DEFAULT_LOSS_CHUNK = 4096  # `TrainConfig.loss_chunk`'s default, for models not made by `load_model`
+
 
 def micro_loss(model, batch: MicroBatch, backend: str) -> torch.Tensor:
     """Sum of token cross-entropies over the micro-batch's loss positions (not a mean).
 
-    Logits are computed only at loss positions: prompt tokens never produce a vocab-sized row.
+    Logits are computed only at loss positions: prompt tokens never produce a vocab-sized row, and
+    at most `model.hive_loss_chunk` rows of them exist at once (`load_model` sets it from
+    `TrainConfig.loss_chunk`; 4096 on a model loaded otherwise).
     """
     base = model.get_base_model()
     out = base.model(
@@ -32,7 +36,13 @@ def micro_loss(model, batch: MicroBatch, backend: str) -> torch.Tensor:
     head = base.get_output_embeddings()
     if head.bias is None:
         # chunked: the (loss tokens x vocab) logits never exist in full
-        return linear_cross_entropy_sum(hidden, head.weight, batch.targets, weights=batch.loss_weights)
+        return linear_cross_entropy_sum(
+            hidden,
+            head.weight,
+            batch.targets,
+            chunk=getattr(model, "hive_loss_chunk", DEFAULT_LOSS_CHUNK),
+            weights=batch.loss_weights,
+        )
     losses = F.cross_entropy(head(hidden).float(), batch.targets, reduction="none")
     return losses.sum() if batch.loss_weights is None else (losses * batch.loss_weights).sum()
 

@@ -32,7 +32,8 @@ from hive_train.config import MLP_MODULES, TrainConfig
 
 @dataclass
 class ModelInfo:
-    """What the checks and the FLOP count need from a model's config, read without its weights."""
+    """What the checks, the FLOP count and the memory plan (`hive_train.memory_plan`) need from a
+    model's config, read without its weights."""
 
     name: str
     vocab_size: int
@@ -44,6 +45,7 @@ class ModelInfo:
     head_dim: int
     intermediate: int
     eos_ids: tuple[int, ...]
+    tied_embeddings: bool = True  # the LM head is the input embedding matrix (one copy in memory)
 
     @property
     def decoder_linear_params(self) -> int:
@@ -164,6 +166,7 @@ def read_model_info(name: str, trust_remote_code: bool = False) -> ModelInfo:
         head_dim=int(head_dim),
         intermediate=int(config.intermediate_size),
         eos_ids=eos_ids,
+        tied_embeddings=bool(getattr(config, "tie_word_embeddings", True)),
     )
 
 
@@ -403,12 +406,20 @@ def keep_trainable_layout(model) -> None:
 
 
 def load_model(cfg: TrainConfig, device: torch.device, dtype: torch.dtype):
-    """Base model + a fresh adapter (trainable params in float32)."""
+    """Base model + a fresh adapter (trainable params in float32).
+
+    The first `cfg.checkpointed_layers(...)` decoder layers recompute their activations in
+    backward (`hive_train.checkpointing`: CUDA graphs still apply); `model.hive_loss_chunk` is the
+    LM-head loss chunk `hive_train.loss.micro_loss` uses (`cfg.loss_chunk`)."""
     from peft import get_peft_model
 
+    from hive_train.checkpointing import checkpoint_layers, decoder_layers
+
     model = load_base(cfg, device, dtype)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    count = cfg.checkpointed_layers(len(decoder_layers(model)))
+    if count:
+        # dropout draws random numbers: the recomputation must replay them (no CUDA graphs then)
+        checkpoint_layers(model, count, preserve_rng_state=cfg.dropout > 0)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -419,6 +430,7 @@ def load_model(cfg: TrainConfig, device: torch.device, dtype: torch.dtype):
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
     model.hive_fast = None
+    model.hive_loss_chunk = cfg.loss_chunk
     if cfg.fast and cfg.adapter in ("lora", "dora") and cfg.dropout == 0:
         from hive_train.fast_adapters import FastAdapters
 

@@ -1,6 +1,7 @@
-"""Setting a run up, one component per job: the shards and their fit with model and tokenizer
-(`setup_data`), the run directory (`setup_run`), the model, optimizer and speed switches
-(`setup_model`). Every rank runs the same setup; rank 0 alone writes the run directory.
+"""Setting a run up, one component per job: the shards and their fit with model and tokenizer,
+and the `--vram` memory plan (`setup_data`), the run directory (`setup_run`), the model, optimizer
+and speed switches (`setup_model`), the GPU memory cap of a `--vram` tier (`vram_cap`). Every rank
+runs the same setup; rank 0 alone writes the run directory.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +19,9 @@ import torch
 from hive_core.errors import ConfigError, TrainError
 from hive_data.shards import Shards, ShardTokenizer, open_shards
 from hive_train import attention, checkpoint, distributed
-from hive_train.config import TrainConfig, oom_message
+from hive_train.config import TIERS, TrainConfig, apply_vram_plan, largest_tier, oom_message, tier_bytes
 from hive_train.data import RowTable, build_schedule, eval_batches, micro_capacity
+from hive_train.memory_plan import GB, Plan, usable_bytes
 from hive_train.metrics import gpu_total_gib
 from hive_train.model import (
     ModelInfo,
@@ -50,6 +52,8 @@ class Run:
     base_model: dict | None = None  # the base weights' fingerprint (rank 0 records and checks it)
     resume_from: Path | None = None  # the checkpoint this run continues
     phases: dict[str, float] = field(default_factory=dict)  # seconds since `started` per milestone
+    explicit: frozenset[str] = frozenset()  # fields the user set: the --vram plan leaves them alone
+    plan: Plan | None = None  # the --vram memory plan `setup_data` applied (None: no plan)
     rank: int = field(default_factory=distributed.rank)
     world: int = field(default_factory=distributed.world)
 
@@ -120,11 +124,13 @@ def setup_run(
     resume: bool,
     overwrite: bool,
     verify: str,
+    explicit: Collection[str] = (),
 ) -> tuple[Run, Data]:
-    """Open and check the shards, then (rank 0) prepare the run directory and write config.yaml,
-    the tokenizer and generation_config.json first, so a failed run still says what it was.
-    Bad input is reported once, by rank 0 (`distributed.agreed`)."""
-    run = Run(cfg=cfg, out=out, device=device, started=started, log=log)
+    """Open and check the shards and plan the memory, then (rank 0) prepare the run directory and
+    write config.yaml (the resolved configuration, plan included), the tokenizer and
+    generation_config.json first, so a failed run still says what it was. Bad input is reported
+    once, by rank 0 (`distributed.agreed`). `explicit`: fields the `--vram` plan leaves alone."""
+    run = Run(cfg=cfg, out=out, device=device, started=started, log=log, explicit=frozenset(explicit))
     with distributed.agreed():
         data = setup_data(run, shards_dir, verify=verify if run.main else "size")
         run.resolved = run.cfg.to_dict()
@@ -151,8 +157,11 @@ def setup_run(
 
 def setup_data(run: Run, shards_dir: str | Path, verify: str) -> Data:
     """Open the shards (hashing them with `verify="sha256"`), take `seq` from them into `run.cfg`,
-    check shards, tokenizer and model fit together (warnings logged) and plan the steps."""
+    check shards, tokenizer and model fit together (warnings logged), plan the memory (`--vram`:
+    `plan_memory`) and the steps."""
     cfg = run.cfg
+    # first: under torchrun every rank reads its free memory here, before a check can stop one rank
+    budget = vram_budget(cfg.vram, run.device)
     # the model's config only (no weights): every token id is checked against its embeddings too
     info = read_model_info(cfg.model, trust_remote_code=cfg.trust_remote_code)
     shards = open_shards(shards_dir, verify=verify, model_vocab=info.vocab_size)
@@ -184,6 +193,10 @@ def setup_data(run: Run, shards_dir: str | Path, verify: str) -> Data:
     ):
         run.log(f"warning: {note}")
     run.mark("tokenizer_checked")
+    if budget is not None:
+        tables = [t for t in (train_rows, val_rows) if t is not None and t.rows]
+        most_loss = max((int(t.row_loss_tokens().max()) for t in tables), default=0)
+        cfg = plan_memory(run, info, budget, most_loss)
     schedule = build_schedule(
         train_rows.row_tokens,
         seed=cfg.seed,
@@ -200,6 +213,88 @@ def setup_data(run: Run, shards_dir: str | Path, verify: str) -> Data:
         else []
     )
     return Data(shards, info, train_rows, val_rows, val_micro, schedule, tokenizer, tokenizer_source)
+
+
+@dataclass(frozen=True)
+class VramBudget:
+    """The GPU memory a run plans for."""
+
+    tier: str  # the tier whose rules apply (`config.TIER_RULES`)
+    memory_bytes: int  # the tier's size, or (auto) the GPU's free memory
+    label: str  # how notes name it: "12", "auto (139.2 GB free)"
+
+
+def vram_budget(vram: str | None, device: torch.device) -> VramBudget | None:
+    """What `--vram` plans for: a tier's size; auto: the free memory of this process's GPU (the
+    least over the ranks of a data-parallel run, which must all plan the same batching), nothing
+    off CUDA; None: nothing."""
+    if vram is None:
+        return None
+    if vram != "auto":
+        return VramBudget(vram, tier_bytes(vram), vram)
+    if device.type != "cuda":
+        return None
+    free = min(distributed.all_gather(int(torch.cuda.mem_get_info(_index(device))[0])))
+    return VramBudget(largest_tier(free), free, f"auto ({free / GB:.1f} GB free)")
+
+
+def plan_memory(run: Run, info: ModelInfo, budget: VramBudget, loss_tokens_per_row: int) -> TrainConfig:
+    """Apply the `--vram` plan to `run.cfg` (`config.apply_vram_plan`, the fields in `run.explicit`
+    left alone), keep it in `run.plan` and say it in one line; returns the new config."""
+    cfg, plan, notes = apply_vram_plan(
+        run.cfg,
+        info,
+        tier=budget.tier,
+        budget_bytes=usable_bytes(budget.memory_bytes),
+        explicit=run.explicit,
+        loss_tokens_per_row=loss_tokens_per_row,
+    )
+    run.cfg, run.plan = cfg, plan
+    changes = [n for n in notes if not n.startswith("warning:")]
+    run.log(f"note: --vram {budget.label}: " + "; ".join([plan.describe(), *changes]))
+    for warning in (n for n in notes if n.startswith("warning:")):
+        run.log(f"warning: --vram {budget.label}: {warning.removeprefix('warning: ')}")
+    return cfg
+
+
+# a capped run's allocator returns cached blocks it does not need above this fraction of the cap
+CACHE_TRIM_FRACTION = 0.85
+
+
+@contextlib.contextmanager
+def vram_cap(vram: str | None, device: torch.device, log: Callable[[str], None]) -> Iterator[None]:
+    """Hold this process to a `--vram` tier's size on a bigger GPU, as on a card of that size:
+    PyTorch's allocator then never takes more than the plan was made for (an out-of-memory error
+    instead of borrowing memory the card the run is sized for would not have). Lifted on the way
+    out (the fraction goes back to 1.0). Nothing for auto, off CUDA, or on a card no bigger."""
+    if device.type != "cuda" or vram not in TIERS:
+        yield
+        return
+    index = _index(device)
+    total = torch.cuda.get_device_properties(index).total_memory
+    limit = tier_bytes(vram)
+    if limit >= total:
+        yield
+        return
+    torch.cuda.set_per_process_memory_fraction(limit / total, index)
+    # Without this the allocator keeps freed blocks cached until it reaches the cap, so a run's
+    # reserved memory creeps up to the whole tier; with it, cached blocks it does not need are
+    # handed back once more than this fraction of the cap is reserved. It is relative to the cap,
+    # so once the cap is lifted it stays harmless (and cannot be unset: 0 is not accepted).
+    try:
+        torch.cuda.memory._set_allocator_settings(f"garbage_collection_threshold:{CACHE_TRIM_FRACTION}")
+    except (AttributeError, RuntimeError):  # an allocator without the setting: the cap alone
+        pass
+    log(f"note: --vram {vram}: GPU memory capped at {limit / GB:.0f} GB of {total / GB:.0f} GB")
+    try:
+        yield
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, index)
+
+
+def _index(device: torch.device) -> int:
+    """The CUDA device index of `device` ("cuda" alone: the current device)."""
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 def find_tokenizer(cfg: TrainConfig, packed_with: ShardTokenizer):

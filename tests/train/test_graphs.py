@@ -152,6 +152,13 @@ def test_graphs_are_refused_where_they_cannot_hold(table):
     # a process group, even of one process (torchrun), re-points .grad at its flat buffer
     reason = graph_eligibility(**{**ok, "data_parallel": True})
     assert reason == "data parallel (a process group is running)"
-    checkpointing = dataclasses.replace(cfg, gradient_checkpointing=True)
-    assert graph_eligibility(**{**ok, "cfg": checkpointing}) == "gradient checkpointing is on"
+    # hive's own checkpointing is captured with the step; with dropout the recomputation would
+    # need the RNG state, which a capture cannot read
+    for recompute in (
+        dataclasses.replace(cfg, gradient_checkpointing=True),
+        dataclasses.replace(cfg, checkpoint_layers=3),
+    ):
+        assert graph_eligibility(**{**ok, "cfg": recompute}) is None
+        with_dropout = dataclasses.replace(recompute, dropout=0.1)
+        assert graph_eligibility(**{**ok, "cfg": with_dropout}) == "activation checkpointing with dropout"
     assert graph_eligibility(**{**ok, "fast": None}) is not None

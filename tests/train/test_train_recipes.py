@@ -1,4 +1,4 @@
-"""Recipes in pipelines/, the shared recipe loader, hivellm manifests and --vram presets."""
+"""Recipes in pipelines/, the shared recipe loader, hivellm manifests and the --vram plan applied to them."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import pytest
 
 from hive_core.errors import ConfigError
 from hive_core.recipe import SECTIONS, check_keys, load_recipe
-from hive_train.config import VRAM_PRESETS, TrainConfig, apply_vram_preset, auto_vram_tier
-from hive_train.config_sources import load_hivellm_manifest, resolve_config
+from hive_train.config import TrainConfig, apply_vram_plan, largest_tier, tier_bytes
+from hive_train.config_sources import load_hivellm_manifest, resolve, resolve_config
+from hive_train.memory_plan import GB, usable_bytes
+from hive_train.model import ModelInfo
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 QKVO_UD = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
@@ -156,29 +158,68 @@ def test_hivellm_manifest_errors(tmp_path):
         resolve_config(path, {})
 
 
-def test_vram_presets_shrink_micro_batches_and_keep_rows_per_step():
+# Qwen3-0.6B's shapes (what the recipes train), from its config.json
+QWEN3_06B = ModelInfo(
+    name="Qwen/Qwen3-0.6B", vocab_size=151936, max_positions=40960, layers=28, hidden=1024, heads=16,
+    kv_heads=8, head_dim=128, intermediate=3072, eos_ids=(151645,),
+)  # fmt: skip
+
+
+def planned(cfg: TrainConfig, tier: str, explicit=frozenset()):
+    cfg = TrainConfig(**{**cfg.to_dict(), "seq": 2048})
+    return apply_vram_plan(
+        cfg, QWEN3_06B, tier=tier, budget_bytes=usable_bytes(tier_bytes(tier)), explicit=explicit
+    )
+
+
+def test_vram_plans_keep_rows_per_step_and_apply_the_tier_rules():
     cfg = TrainConfig(batch_size=16, grad_accum=4, rank=20, alpha=40)
-    small, notes = apply_vram_preset(cfg, "8", explicit=set())
-    assert small.batch_size == VRAM_PRESETS["8"]["batch_size"]
-    assert small.batch_size * small.grad_accum == 64
-    assert small.gradient_checkpointing and small.rank == 8 and small.alpha == 16  # alpha/rank kept
-    assert notes
-    big, _ = apply_vram_preset(cfg, "80", explicit=set())
-    assert big.batch_size == 16 and big.grad_accum == 4 and not big.gradient_checkpointing and big.rank == 20
-    assert small.keep_4bit and not big.keep_4bit  # only the smallest tier keeps the base weights 4-bit
-    mine, _ = apply_vram_preset(cfg, "8", explicit={"rank", "batch_size"})
-    assert mine.rank == 20 and mine.batch_size == 16
+    small, plan, notes = planned(cfg, "8")
+    assert small.batch_size * small.grad_accum == 64 and small.batch_size < 16
+    assert (small.batch_size, small.checkpoint_layers, small.loss_chunk) == (
+        plan.micro_rows,
+        plan.checkpoint_layers,
+        plan.loss_chunk,
+    )
+    assert plan.fits and plan.peak_bytes <= usable_bytes(8 * GB)
+    assert small.rank == 8 and small.alpha == 16  # alpha/rank kept
+    assert small.keep_4bit and "base weights kept 4-bit" in notes
+    big, plan, _ = planned(cfg, "80")
+    assert (big.batch_size, big.grad_accum, big.checkpoint_layers) == (16, 4, 0) and big.rank == 20
+    assert not big.keep_4bit  # only the smallest tier keeps the base weights 4-bit
+    # explicit fields stay; the plan works around them
+    mine, plan, _ = planned(cfg, "8", explicit={"rank", "batch_size"})
+    assert mine.rank == 20 and mine.batch_size == 16 and plan.micro_rows == 16
+    assert mine.checkpoint_layers == plan.checkpoint_layers > 0  # 16 rows need checkpointing at 8 GB
+    pinned, plan, notes = planned(cfg, "8", explicit={"batch_size", "checkpoint_layers", "loss_chunk"})
+    assert (pinned.batch_size, pinned.checkpoint_layers, pinned.loss_chunk) == (16, None, 4096)
+    assert not plan.fits and any(n.startswith("warning: predicted peak") for n in notes)
+    everything, _, _ = planned(
+        TrainConfig(gradient_checkpointing=True), "12", explicit={"gradient_checkpointing"}
+    )
+    assert everything.checkpoint_layers is None and everything.checkpointed_layers(28) == 28
 
 
-def test_vram_auto_and_flags(tmp_path):
-    assert auto_vram_tier(None) is None
-    assert auto_vram_tier(79.1) == "80" and auto_vram_tier(23.4) == "24" and auto_vram_tier(15.3) == "16"
-    assert auto_vram_tier(5.0) == "8"
-    cfg, notes = resolve_config(PIPELINES / "sql-postgres.yaml", {"vram": "12"})
-    assert cfg.vram == "12" and cfg.gradient_checkpointing and cfg.batch_size * cfg.grad_accum == 64
-    assert notes and notes[0].startswith("--vram 12")
-    cfg, notes = resolve_config(None, {"vram": "auto"}, free_gib=None)
-    assert cfg.batch_size == 16 and "no GPU" in notes[0]
+def test_vram_tiers_and_resolving(tmp_path):
+    assert largest_tier(None) is None
+    assert (
+        largest_tier(79.1 * GB) == "80"
+        and largest_tier(23.4 * GB) == "24"
+        and largest_tier(15.3 * GB) == "16"
+    )
+    assert largest_tier(5.0 * GB) == "8"
+    assert TrainConfig().vram == "auto"  # planned for the free memory, nothing on a CPU
+    # the plan comes with the shards' seq (hive_train.setup); resolving only records the tier and
+    # which fields the user gave
+    got = resolve(PIPELINES / "sql-postgres.yaml", {"vram": "12", "rank": 8})
+    assert got.cfg.vram == "12" and (got.cfg.batch_size, got.cfg.grad_accum) == (16, 4)
+    assert got.explicit == {"vram", "rank"} and got.notes == []
+    resumed = resolve(None, {}, recorded={"vram": "12", "batch_size": 2, "grad_accum": 32})
+    assert resumed.cfg.batch_size == 2 and "loss_chunk" in resumed.explicit  # a resume changes nothing
+    # a recipe may turn planning off, and so reads a run recorded before plans existed
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  vram: null\n", encoding="utf-8")
+    assert resolve_config(recipe, {})[0].vram is None
 
 
 def test_a_recipe_cannot_allow_remote_code(tmp_path):
