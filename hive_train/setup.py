@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,7 +283,9 @@ def vram_cap(vram: str | None, device: torch.device, log: Callable[[str], None])
     # handed back once more than this fraction of the cap is reserved. It is relative to the cap,
     # so once the cap is lifted it stays harmless (and cannot be unset: 0 is not accepted).
     try:
-        torch.cuda.memory._set_allocator_settings(f"garbage_collection_threshold:{CACHE_TRIM_FRACTION}")
+        with warnings.catch_warnings():  # newer torch warns that this private entry point moves
+            warnings.simplefilter("ignore")
+            torch.cuda.memory._set_allocator_settings(f"garbage_collection_threshold:{CACHE_TRIM_FRACTION}")
     except (AttributeError, RuntimeError):  # an allocator without the setting: the cap alone
         pass
     log(f"note: --vram {vram}: GPU memory capped at {limit / GB:.0f} GB of {total / GB:.0f} GB")

@@ -76,6 +76,7 @@ def test_val_rows_are_the_packed_rows_prompts_and_answers(val_run):
     assert len(val_rows(val_run, tok, limit=2)) == 2
 
 
+@pytest.mark.slow  # ~30 s on a 2-core machine
 def test_hive_eval_on_the_validation_split_writes_the_report_section(val_run, tmp_path):
     cmd = [sys.executable, "-m", "hive_eval.cli", str(val_run), "--device", "cpu", "--max-new-tokens", "6"]
     for _ in range(2):  # a second evaluation replaces the report's section instead of adding one

@@ -203,6 +203,7 @@ def partial_copy(reference: Path, dest: Path, keep_step: int) -> Path:
 # ------------------------------------------------------------------------------------ SIGKILL
 
 
+@pytest.mark.slow  # ~40 s (and ~20 s of shared setup) on a 2-core machine
 def test_sigkill_at_random_steps_and_mid_checkpoint_then_resume_is_bitwise_identical(
     shards, reference, tmp_path
 ):
@@ -302,7 +303,8 @@ def assert_clean_interrupt(proc: subprocess.Popen) -> None:
     assert len(lines) == 1 and lines[0].startswith("interrupted: "), err[-3000:]
 
 
-@pytest.mark.parametrize("phase", ["step", pytest.param("ckpt-write", marks=pytest.mark.slow)])
+@pytest.mark.slow  # ~30 s a phase on a 2-core machine
+@pytest.mark.parametrize("phase", ["step", "ckpt-write"])
 def test_ctrl_c_stops_cleanly_and_the_run_resumes_to_the_same_result(shards, reference, tmp_path, phase):
     out = tmp_path / "run"
     at = random.Random(SEED).choice(
@@ -339,6 +341,7 @@ def run_limited(shards: Path, out: Path, limit_bytes: int, *extra: str) -> subpr
     return run_train(shards, out, *extra, preexec_fn=limit)
 
 
+@pytest.mark.slow  # ~30 s on a 2-core machine
 def test_full_disk_while_writing_a_checkpoint(shards, reference, tmp_path):
     """The limit lets the adapter weights through but not the optimizer state (about twice their
     size): the checkpoint fails half-written. One line, exit 1, the previous checkpoint intact and
