@@ -119,20 +119,26 @@ def load_database(
     except (psycopg.Error, SQLError) as err:
         sandbox.drop_schema(name)
         raise SQLError(f"schema does not execute in PostgreSQL: {_pg_message(err)}") from None
+    refused = _run_each(run, statements)
+    # a key the kept rows break is left out: queries read the same rows
+    refused += _run_each(run, cycle_keys)
+    report.failed = len(refused)
+    report.first_error = refused[0] if refused else None  # else: the batch's failure did not repeat
+    return report
+
+
+def _run_each(run, statements: list[str]) -> list[str]:
+    """Run each statement on its own (`run(stmt, single=True)`); the server's messages for those
+    it refused, in order."""
+    import psycopg
+
     refused = []
     for stmt in statements:
         try:
             run(stmt, single=True)
         except (psycopg.Error, SQLError) as err:
             refused.append(_pg_message(err))
-    for stmt in cycle_keys:  # a key the kept rows break is left out: queries read the same rows
-        try:
-            run(stmt, single=True)
-        except (psycopg.Error, SQLError) as err:
-            refused.append(_pg_message(err))
-    report.failed = len(refused)
-    report.first_error = refused[0] if refused else None  # else: the batch's failure did not repeat
-    return report
+    return refused
 
 
 def create_tables(sandbox, name: str, schema: str, *, timeout_ms: int = 20_000) -> None:
@@ -175,12 +181,7 @@ def refill(
     except (psycopg.Error, SQLError) as err:
         report.first_error = _pg_message(err)
     run(";\n".join(empty))
-    refused = []
-    for stmt in statements:
-        try:
-            run(stmt, single=True)
-        except (psycopg.Error, SQLError) as err:
-            refused.append(_pg_message(err))
+    refused = _run_each(run, statements)
     report.failed = len(refused)
     report.first_error = refused[0] if refused else None
     return report
