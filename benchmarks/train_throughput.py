@@ -279,6 +279,7 @@ def run_hive(
     vram: str,
     steps: int,
     warmup: int,
+    explicit: tuple[str, ...] = (),
     **overrides,
 ):
     """One hive-train run (`train`, in this process) at `vram`: it plans its memory for the tier
@@ -293,7 +294,7 @@ def run_hive(
     cleanup()  # nothing cached from an earlier setup counts as this run's reserved memory
     try:
         try:
-            done = train(cfg, shards, out, overwrite=True, progress=False)
+            done = train(cfg, shards, out, overwrite=True, progress=False, explicit=explicit)
         except TrainError as err:  # hive-train's out-of-memory advice: report it as the OOM it was
             if "out of memory" not in str(err):
                 raise
@@ -319,11 +320,16 @@ def run_hive(
         "micro_batch_rows": plan.get("micro_rows", cfg.batch_size),
         "grad_accum": plan.get("grad_accum", cfg.grad_accum),
         "checkpoint_layers": plan.get("checkpoint_layers"),
+        "lean_layers": plan.get("lean_layers", 0),
         "loss_chunk": plan.get("loss_chunk"),
         "predicted_peak_gb": plan.get("peak_gb"),
         "predicted_step_gb": plan.get("step_gb"),
         "plan": plan.get("description"),
     }
+    from hive_train import fast_adapters
+
+    # whether DoRA's per-step norms multiplied bf16 into float32 directly (no float32 copy of W)
+    result["mixed_bmm"] = list(fast_adapters._MIXED_BMM)
     shutil.rmtree(out, ignore_errors=True)
     cleanup()
     return result
@@ -587,6 +593,24 @@ def main() -> None:
             )
         )
         print(results["setups"][-1], flush=True)
+    if "lean" in only:
+        # every layer lean at --vram 80 (nothing else changed): the time lean layers add, which
+        # `hive_train.memory_plan.LEAN_COST` models
+        results["setups"].append(
+            guarded(
+                run_hive,
+                "--vram 80, all layers lean",
+                shards,
+                tokenizer_dir,
+                model_dir,
+                vram="80",
+                steps=args.steps * 3,
+                warmup=args.warmup,
+                explicit=("lean_layers",),
+                lean_layers=1000,
+            )
+        )
+        print(results["setups"][-1], flush=True)
     if "tiers" in only:
         for tier in ("8", "12", "16", "24"):
             res = guarded(
@@ -674,8 +698,8 @@ def main() -> None:
         # tier, throughput 24 GB >= 95%, 16 GB >= 85%, 12 GB >= 80%, 8 GB >= 60%
         print(
             "\n| --vram | tokens/s | vs --vram 80 | peak allocated GB | peak reserved GB | reserved / tier "
-            "| micro-batch rows x accum | checkpointed layers | loss chunk | predicted peak GB | CUDA graphs |"
-            "\n|---|---|---|---|---|---|---|---|---|---|---|"
+            "| micro-batch rows x accum | checkpointed layers | lean layers | loss chunk | predicted peak GB "
+            "| CUDA graphs |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
         )
         rows = list(results["tiers"])
         top = next((r for r in results["setups"] if r.get("setup") == "hive-train --vram 80"), None)
@@ -683,13 +707,14 @@ def main() -> None:
             rows.append({**top, "tier_gb": 80, "reserved_over_tier": top["peak_reserved_gb"] / 80})
         for r in rows:
             if "error" in r:
-                print(f"| {r['tier_gb']} | {r['error']} | | | | | | | | | |")
+                print(f"| {r['tier_gb']} | {r['error']} | | | | | | | | | | |")
                 continue
             relative = f"{r['tokens_per_s'] / hive:.1%}" if hive else "n/a"
             print(
                 f"| {r['tier_gb']} | {r['tokens_per_s']:,.0f} | {relative} | {r['peak_gb']:.2f} | "
                 f"{r['peak_reserved_gb']:.2f} | {r['reserved_over_tier']:.0%} | "
-                f"{r['micro_batch_rows']} x {r['grad_accum']} | {r['checkpoint_layers']} | {r['loss_chunk']} | "
+                f"{r['micro_batch_rows']} x {r['grad_accum']} | {r['checkpoint_layers']} | {r.get('lean_layers', 0)} | "
+                f"{r['loss_chunk']} | "
                 f"{r['predicted_peak_gb']} | {r['cuda_graphs']} |"
             )
     if "startup" in results:

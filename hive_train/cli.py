@@ -52,6 +52,7 @@ CLI_SETTINGS = (
     "attention",
     "gradient_checkpointing",
     "checkpoint_layers",
+    "lean_layers",
     "loss_chunk",
     "compile",
     "cuda_graphs",

@@ -109,6 +109,16 @@ class TrainConfig:
         low=0,
         high=10**6,
     )
+    # the next N layers after the checkpointed ones rebuild norm, SwiGLU and RoPE outputs in
+    # backward instead of keeping them (hive_train/lean.py: about a third of a layer's memory)
+    lean_layers: int | None = setting(
+        None,
+        help="Keep the next N decoder layers after the checkpointed ones lean: their norm, SwiGLU "
+        "and RoPE outputs are rebuilt in backward (CUDA kernels only); planned by --vram.",
+        default_text="none",
+        low=0,
+        high=10**6,
+    )
     # the chunked LM-head loss holds chunk x vocab logits at once (bf16 on CUDA; more off it)
     loss_chunk: int = setting(
         4096,
@@ -291,7 +301,7 @@ TIER_RULES: dict[str, dict] = {
     "80": {"max_rank": 64},
 }
 # the fields a plan fills (rows per step kept), unless given explicitly
-PLANNED = ("batch_size", "grad_accum", "checkpoint_layers", "loss_chunk")
+PLANNED = ("batch_size", "grad_accum", "checkpoint_layers", "lean_layers", "loss_chunk")
 
 
 def tier_bytes(tier: str) -> int:
@@ -348,6 +358,8 @@ def apply_vram_plan(
         pinned["micro_rows"] = cfg.batch_size
     if explicit & {"checkpoint_layers", "gradient_checkpointing"}:
         pinned["checkpoint_layers"] = cfg.checkpointed_layers(info.layers)
+    if "lean_layers" in explicit:
+        pinned["lean_layers"] = cfg.lean_layers or 0
     if "loss_chunk" in explicit:
         pinned["loss_chunk"] = cfg.loss_chunk
     costs = MemoryCosts.from_model(
@@ -371,6 +383,8 @@ def apply_vram_plan(
         cfg.batch_size, cfg.grad_accum = chosen.micro_rows, chosen.grad_accum
     if "checkpoint_layers" not in pinned:
         cfg.checkpoint_layers = chosen.checkpoint_layers
+    if "lean_layers" not in pinned:
+        cfg.lean_layers = chosen.lean_layers
     if "loss_chunk" not in pinned:
         cfg.loss_chunk = chosen.loss_chunk
     if not chosen.fits:

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hive_train import lean
+
 try:  # Triton ships with CUDA builds of PyTorch; CPU-only installs run the fallback
     import triton
     import triton.language as tl
@@ -182,6 +184,12 @@ _BLOCK = 2048
 _TILE_M, _TILE_N = 64, 128
 
 
+def _swiglu_out(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(gate)
+    _swiglu_fwd[(triton.cdiv(gate.numel(), _BLOCK),)](gate, up, out, gate.numel(), BLOCK=_BLOCK)
+    return out
+
+
 class _SwiGLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gate, up):
@@ -190,6 +198,7 @@ class _SwiGLU(torch.autograd.Function):
         n = gate.numel()
         _swiglu_fwd[(triton.cdiv(n, _BLOCK),)](gate, up, out, n, BLOCK=_BLOCK)
         ctx.save_for_backward(gate, up)
+        lean.mark(out, _swiglu_out, gate, up)  # in a lean layer, rebuilt in backward
         return out
 
     @staticmethod

@@ -14,16 +14,17 @@ import torch.nn.functional as F
 from hive_train import attention, distributed
 from hive_train.data import MicroBatch, RowTable, flatten
 from hive_train.fast_adapters import linear_cross_entropy_sum
+from hive_train.memory_plan import EVAL_LOSS_CHUNK
 
 DEFAULT_LOSS_CHUNK = 4096  # `TrainConfig.loss_chunk`'s default, for models not made by `load_model`
 
 
-def micro_loss(model, batch: MicroBatch, backend: str) -> torch.Tensor:
+def micro_loss(model, batch: MicroBatch, backend: str, most_rows: int | None = None) -> torch.Tensor:
     """Sum of token cross-entropies over the micro-batch's loss positions (not a mean).
 
     Logits are computed only at loss positions: prompt tokens never produce a vocab-sized row, and
     at most `model.hive_loss_chunk` rows of them exist at once (`load_model` sets it from
-    `TrainConfig.loss_chunk`; 4096 on a model loaded otherwise).
+    `TrainConfig.loss_chunk`; 4096 on a model loaded otherwise), nor more than `most_rows`.
     """
     base = model.get_base_model()
     out = base.model(
@@ -40,7 +41,7 @@ def micro_loss(model, batch: MicroBatch, backend: str) -> torch.Tensor:
             hidden,
             head.weight,
             batch.targets,
-            chunk=getattr(model, "hive_loss_chunk", DEFAULT_LOSS_CHUNK),
+            chunk=min(getattr(model, "hive_loss_chunk", DEFAULT_LOSS_CHUNK), most_rows or 2**62),
             weights=batch.loss_weights,
         )
     losses = F.cross_entropy(head(hidden).float(), batch.targets, reduction="none")
@@ -92,7 +93,9 @@ def evaluate(
     for rows in micro_rows[distributed.rank() :: distributed.world()]:
         batch = flatten(table, rows, **(pad or {})).to(device)
         with autocast():
-            total += float(micro_loss(model, batch, backend))
+            # smaller loss chunks than training's: an evaluation allocates beside the memory a
+            # CUDA graph's step keeps, and its speed matters less
+            total += float(micro_loss(model, batch, backend, most_rows=EVAL_LOSS_CHUNK))
         count += batch.loss_tokens
     model.train()
     total, count = distributed.all_reduce_sum([total, count])

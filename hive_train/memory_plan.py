@@ -47,12 +47,16 @@ RUNTIME_BYTES = 600 * 10**6
 # live in the rest, and a card sold as N GB holds N GiB, 7% more than N * 10**9 bytes) ...
 USABLE_FRACTION = 0.9
 # ... less an allowance for what the count cannot see: blocks split and left unused in the CUDA
-# graph's private pool and in the ordinary pool, which grow with the step. Measured under a tier's
-# cap (H200, 2026-12-02), peak reserved exceeded the predicted peak by 0.5-3.4 GB, about 0.5 GB
-# plus 12% of the tier; a fixed 1 GB let the 8, 12 and 24 GB tiers reserve 96-99% of the tier and
-# the 16 GB one run out.
-ALLOWANCE_BYTES = 500 * 10**6
-ALLOWANCE_FRACTION = 0.12
+# graph's private pool and in the ordinary pool. With the allocator's expandable segments (which
+# hive turns on: `hive_train.setup.expandable_segments`) a pool is one growing range of pages and
+# peak reserved exceeded the predicted step peak by 0.4-1.5 GB at every tier (H200, 2026-12-02) ...
+ALLOWANCE_BYTES = 600 * 10**6
+ALLOWANCE_FRACTION = 0.04
+# ... without them, blocks of fixed-size segments strand far more: 0.5-3.4 GB, about 0.5 GB plus
+# 12% of the tier (a fixed 1 GB let the 8, 12 and 24 GB tiers reserve 96-99% of the tier and the
+# 16 GB one run out)
+FRAGMENTED_ALLOWANCE_BYTES = 500 * 10**6
+FRAGMENTED_ALLOWANCE_FRACTION = 0.12
 
 # ---- the speed model ------------------------------------------------------------------------
 # Throughput relative to 16,384-token micro-batches by tokens per micro-batch, with CUDA graphs
@@ -63,17 +67,27 @@ ALLOWANCE_FRACTION = 0.12
 # Interpolated in log2(tokens); flat above the table.
 SPEED_BY_MICRO_TOKENS = ((2048, 0.56), (4096, 0.703), (8192, 0.855), (16384, 1.0))
 # What recomputing one layer adds, as a fraction of that layer's forward + backward time at 16k
-# tokens: 7, 14 and 28 of 28 layers checkpointed ran at 0.909, 0.850 and 0.739 of none (8 rows per
-# micro-batch, same run), 0.35-0.40 (with a frozen base the backward computes input gradients only,
-# but FlashAttention's backward and DoRA's fused ends weigh more than their forward). Recomputing
-# adds compute, not the fixed time every micro-batch costs, so it is added to the time per token
-# (`plan_speed`): 7 layers at 4 rows per micro-batch ran at 0.958 of none, predicted 0.93.
-RECOMPUTE_COST = 0.36
+# tokens (with a frozen base the backward computes input gradients only, but FlashAttention's
+# backward and DoRA's fused ends weigh more than their forward, so a layer's forward is about a
+# third of it). Fitted on the tiers' plans (H200, 2026-12-02, 8 rows per micro-batch): 21, 13 and 2
+# checkpointed layers beside 6, 15 and 26 lean ones ran at 0.817, 0.850 and 0.930 of none: 0.28,
+# 0.29 and 0.32 (7, 14 and 28 checkpointed layers alone, the day before: 0.909, 0.850, 0.739).
+# Recomputing adds compute, not the fixed time every micro-batch costs, so it is added to the time
+# per token (`plan_speed`). A 4-bit base (the 8 GB tier) dequantizes again as it recomputes: 0.43.
+RECOMPUTE_COST = 0.29
+# What a lean layer (`hive_train.lean`: its norm, SwiGLU and RoPE outputs rebuilt in backward)
+# adds, in the same unit: all 28 layers lean ran at 0.947 and 0.943 of none in two calls (H200,
+# 2026-12-02, each against the plain run of its call) for 7.4 GB less at 16k tokens (29% of the
+# step's peak).
+LEAN_COST = 0.06
 # LM-head loss chunks the planner may pick, largest first, and the speed of each when a micro-batch
 # has more loss positions than the chunk (more, smaller GEMMs: 512 ran at 0.972 of 4096 with 4,096
 # loss positions per micro-batch)
 LOSS_CHUNKS = (4096, 2048, 1024, 512)
 LOSS_CHUNK_SPEED = {4096: 1.0, 2048: 0.99, 1024: 0.98, 512: 0.972}
+# the most loss rows an evaluation (a no-grad forward beside the step's CUDA graph pool) computes
+# at once (`hive_train.loss.evaluate`)
+EVAL_LOSS_CHUNK = 1024
 # CUDA graphs pad a micro-batch's loss positions to a multiple of this (`cuda_graphs.static_shape`)
 LOSS_PADDING = 128
 
@@ -108,11 +122,13 @@ class MemoryCosts:
     """Bytes of one training process, split the way the planner varies them.
 
     A step's peak is `fixed` plus, for a micro-batch of T tokens of which L carry loss, with k of
-    the `layers` decoder layers checkpointed and loss chunk C (`peak`):
-      the saved activations T x (outside + k x checkpointed + (layers - k) x layer) and L x loss,
+    the `layers` decoder layers checkpointed, the next l lean and loss chunk C (`peak`):
+      the saved activations T x (outside + k x checkpointed + l x lean + (layers - k - l) x layer)
+      and L x loss,
       plus the larger of the loss chunk min(C, L) x logits_row (end of forward) and one layer's
       backward working set T x backward (start of backward; with every layer checkpointed, one
-      recomputed layer's activations live beside the kept inputs).
+      recomputed layer's activations live beside the kept inputs; a lean layer's rebuilt tensors
+      add `rebuilt` per token to it).
     CUDA graphs keep that step's memory in their own pool, so an evaluation between steps (a no-grad
     forward) allocates beside it: T x evaluation plus the same loss chunk.
     Per-token terms include `ACTIVATION_CALIBRATION`.
@@ -124,6 +140,8 @@ class MemoryCosts:
     prepare: int  # transient at a step's start: DoRA's weight norms, one group of layers in float32
     layer: int  # per token: one decoder layer's saved activations, not checkpointed
     checkpointed: int  # per token: a checkpointed layer (its input, kept to recompute from)
+    lean: int  # per token: a lean layer (`hive_train.lean`: what it keeps besides rebuildable outputs)
+    rebuilt: int  # per token: a lean layer's rebuilt tensor alive in its backward (SwiGLU's output)
     backward: int  # per token: one layer's backward working set beyond what it saved
     outside: int  # per token: RoPE tables, the final norm, the graph's token inputs
     loss: int  # per loss token: its hidden row, the row's gradient, target, position and weight
@@ -186,38 +204,45 @@ class MemoryCosts:
         parts["adapter + AdamW"] = params * info.layers * 16 + prepared * info.layers
         parts["runtime"] = RUNTIME_BYTES
 
-        # DoRA's per-step norms ||W + s·BA|| (`FastAdapters.prepare`) take a float32 copy of W and
-        # the sum: over a whole group of same-shaped layers at once with the dense copy, one layer
-        # at a time with a 4-bit base
+        # DoRA's per-step norms ||W + s·BA|| (`FastAdapters.prepare`): with the dense copy, over a
+        # whole group of same-shaped layers at once from W·Aᵀ, multiplied in bf16 into float32 (no
+        # copy of W: `fast_adapters._times_a`; the products, A's two halves and B in float32); with a
+        # 4-bit base, one layer at a time from a float32 copy of W and the sum
         prepare = 0
         if dora and adapted:
             per_shape: dict[tuple[int, int], int] = {}
             for m in adapted:
                 per_shape[shapes[m]] = per_shape.get(shapes[m], 0) + 1
-            stacked = "dense base copy" in parts
-            prepare = (
-                2
-                * f
-                * max(o * n * (count * info.layers if stacked else 1) for (o, n), count in per_shape.items())
-            )
+            if "dense base copy" in parts:
+                prepare = max(
+                    count * info.layers * (3 * o * rank * f + 2 * rank * n * c + rank * (o + n) * f)
+                    for (o, n), count in per_shape.items()
+                )
+            else:
+                prepare = 2 * f * max(o * n for o, n in per_shape)
 
         # -- per token, one decoder layer without checkpointing: the tensors saved for backward
         layer = h * c + f  # input_layernorm: its input (the residual stream) and 1/rms
+        rebuildable = 0  # of `layer`: what a lean layer rebuilds instead (`hive_train.lean`)
         if set(adapted) & {"q_proj", "k_proj", "v_proj"}:
             layer += h * c  # the normed input, saved by the adapted q/k/v projections
+            rebuildable += h * c
         layer += q * c + info.heads * f  # q projection output: q_norm's input (and DoRA's y), 1/rms per head
         layer += kv * c + info.kv_heads * f  # k projection output, likewise
         layer += kv * c  # v projection output: FlashAttention's value input (and DoRA's y)
         layer += (q + kv) * c  # q and k after norm and RoPE: FlashAttention's query and key inputs
+        rebuildable += (q + kv) * c
         layer += q * c + info.heads * f  # attention output (o_proj's input) and its log-sum-exp
         if dora and "o_proj" in adapted:
             layer += h * c  # o_proj's output, kept by DoRA for the magnitude gradient
         layer += h * c + f  # post_attention_layernorm: its input and 1/rms
         if set(adapted) & {"gate_proj", "up_proj"}:
             layer += h * c  # the normed input, saved by the adapted gate/up projections
+            rebuildable += h * c
         layer += 2 * i * c  # gate and up outputs, saved by the fused SwiGLU (up's is also DoRA's y)
         if "down_proj" in adapted:
             layer += i * c  # SwiGLU's output: down_proj's input
+            rebuildable += i * c
             if dora:
                 layer += h * c  # down_proj's output, for the magnitude gradient
         if low_rank:
@@ -246,6 +271,8 @@ class MemoryCosts:
             prepare=prepare,
             layer=calibrated(layer),
             checkpointed=calibrated(checkpointed),
+            lean=calibrated(layer - rebuildable),
+            rebuilt=calibrated(i * c if "down_proj" in adapted else h * c),
             backward=calibrated(backward),
             outside=calibrated(outside),
             loss=loss,
@@ -254,37 +281,44 @@ class MemoryCosts:
             breakdown=tuple(parts.items()),
         )
 
-    def step_peak(self, tokens: int, loss_tokens: int, checkpointed: int, chunk: int) -> int:
+    def step_peak(self, tokens: int, loss_tokens: int, checkpointed: int, chunk: int, lean: int = 0) -> int:
         """Predicted peak allocated bytes of one micro-batch's forward and backward (`fixed` included)."""
         k = min(max(checkpointed, 0), self.layers)
+        n = min(max(lean, 0), self.layers - k)
         loss_tokens = min(loss_tokens, tokens)
         chunk_rows = min(chunk, loss_tokens)
         kept = tokens * (self.outside + k * self.checkpointed) + loss_tokens * self.loss
-        forward_end = kept + tokens * (self.layers - k) * self.layer + chunk_rows * self.logits_row
+        layers = (self.layers - k - n) * self.layer + n * self.lean
+        forward_end = kept + tokens * layers + chunk_rows * self.logits_row
         # backward: with every layer checkpointed one recomputed layer is live; with the first k
         # checkpointed (`hive_train.checkpointing`) their recomputation comes after the later layers
         # freed theirs, so it never adds to the forward's peak
-        backward = kept + tokens * (max(self.layers - k, 1) * self.layer + self.backward)
+        working = self.backward + (self.rebuilt if n else 0)
+        backward = kept + tokens * ((layers if k < self.layers else self.layer) + working)
         return self.fixed + max(forward_end, backward, self.prepare)
 
     def evaluation_peak(self, tokens: int, loss_tokens: int, chunk: int) -> int:
         """Bytes an evaluation (a no-grad forward) allocates outside a CUDA graph's pool."""
-        chunk_rows = min(chunk, loss_tokens, tokens)
+        chunk_rows = min(chunk, EVAL_LOSS_CHUNK, loss_tokens, tokens)
         return max(self.prepare, tokens * self.evaluation + chunk_rows * self.logits_row)
 
-    def peak(self, tokens: int, loss_tokens: int, checkpointed: int, chunk: int) -> int:
+    def peak(self, tokens: int, loss_tokens: int, checkpointed: int, chunk: int, lean: int = 0) -> int:
         """Predicted peak reserved bytes: the step's peak, which a CUDA graph keeps in its pool, and
         an evaluation beside it."""
-        return self.step_peak(tokens, loss_tokens, checkpointed, chunk) + self.evaluation_peak(
+        return self.step_peak(tokens, loss_tokens, checkpointed, chunk, lean) + self.evaluation_peak(
             tokens, loss_tokens, chunk
         )
 
 
-def usable_bytes(memory_bytes: int) -> int:
+def usable_bytes(memory_bytes: int, expandable: bool = True) -> int:
     """The budget a plan fills for `memory_bytes` of GPU memory (a tier's size, or free memory):
-    `USABLE_FRACTION` of it less the allowance (`ALLOWANCE_BYTES` + `ALLOWANCE_FRACTION` of it)."""
-    fraction = USABLE_FRACTION - ALLOWANCE_FRACTION
-    return max(0, int(memory_bytes * fraction) - ALLOWANCE_BYTES)
+    `USABLE_FRACTION` of it less the allowance (`ALLOWANCE_BYTES` + `ALLOWANCE_FRACTION` of it;
+    the larger `FRAGMENTED_` pair when the allocator runs without `expandable` segments)."""
+    if expandable:
+        fixed, fraction = ALLOWANCE_BYTES, ALLOWANCE_FRACTION
+    else:
+        fixed, fraction = FRAGMENTED_ALLOWANCE_BYTES, FRAGMENTED_ALLOWANCE_FRACTION
+    return max(0, int(memory_bytes * (USABLE_FRACTION - fraction)) - fixed)
 
 
 def relative_speed(micro_tokens: int) -> float:
@@ -300,12 +334,14 @@ def relative_speed(micro_tokens: int) -> float:
     return max(0.05, s0 + (s1 - s0) * (x - x0) / (x1 - x0))
 
 
-def plan_speed(micro_tokens: int, checkpointed: int, layers: int, chunk_speed: float = 1.0) -> float:
+def plan_speed(
+    micro_tokens: int, checkpointed: int, layers: int, chunk_speed: float = 1.0, lean: int = 0
+) -> float:
     """Predicted throughput relative to 16,384-token micro-batches without checkpointing: time per
-    token 1 / `relative_speed` plus `RECOMPUTE_COST` for each checkpointed fraction of the layers,
-    times `chunk_speed`, the loss chunk's factor (`LOSS_CHUNK_SPEED`; 1.0 when the chunk holds every
-    loss position of a micro-batch)."""
-    recompute = RECOMPUTE_COST * checkpointed / max(layers, 1)
+    token 1 / `relative_speed` plus `RECOMPUTE_COST` for each checkpointed fraction of the layers
+    and `LEAN_COST` for each lean fraction, times `chunk_speed`, the loss chunk's factor
+    (`LOSS_CHUNK_SPEED`; 1.0 when the chunk holds every loss position of a micro-batch)."""
+    recompute = (RECOMPUTE_COST * checkpointed + LEAN_COST * lean) / max(layers, 1)
     return chunk_speed / (1 / relative_speed(micro_tokens) + recompute)
 
 
@@ -324,9 +360,10 @@ class Plan:
     budget_bytes: int
     speed: float  # predicted throughput relative to 16k-token micro-batches without checkpointing
     fits: bool  # peak_bytes <= budget_bytes (False: nothing fits; this is the smallest there is)
+    lean_layers: int = 0  # the next N layers rebuild their norm, SwiGLU and RoPE outputs (`lean`)
 
     def describe(self) -> str:
-        """One line: `micro-batch 2 rows x 4, 10 of 28 layers checkpointed, loss chunk 2048,
+        """One line: `micro-batch 2 rows x 4, 10 of 28 layers checkpointed, 6 lean, loss chunk 2048,
         predicted peak 9.8 GB`."""
         if self.micro_rows is not None:
             batching = (
@@ -336,7 +373,7 @@ class Plan:
             batching = f"micro-batches of {self.micro_tokens} tokens"
         line = (
             f"{batching}, {self.checkpoint_layers} of {self.layers} layers checkpointed, "
-            f"loss chunk {self.loss_chunk}, predicted peak {self.peak_bytes / GB:.1f} GB"
+            f"{self.lean_layers} lean, loss chunk {self.loss_chunk}, predicted peak {self.peak_bytes / GB:.1f} GB"
         )
         if not self.fits:
             line += f" (over the {self.budget_bytes / GB:.1f} GB budget: nothing smaller fits)"
@@ -348,6 +385,7 @@ class Plan:
             "grad_accum": self.grad_accum,
             "micro_tokens": self.micro_tokens,
             "checkpoint_layers": self.checkpoint_layers,
+            "lean_layers": self.lean_layers,
             "layers": self.layers,
             "loss_chunk": self.loss_chunk,
             "peak_gb": round(self.peak_bytes / GB, 3),
@@ -385,19 +423,21 @@ def plan(
     micro_rows: int | None = None,
     micro_tokens: int | None = None,
     checkpoint_layers: int | None = None,
+    lean_layers: int | None = None,
     loss_chunk: int | None = None,
 ) -> Plan:
     """The fastest predicted batching whose predicted peak (`MemoryCosts.peak`) fits `budget_bytes`.
 
     Tries micro-batches of m rows for every m dividing `rows_per_step` (accumulation rows / m, so
     the rows of an optimizer step never change), the first k of `layers` decoder layers
-    checkpointed for k = 0..layers (default: all the model's), and every loss chunk of
-    `LOSS_CHUNKS`; the speed of each is `plan_speed`. Ties go to larger micro-batches (fewer
-    launches), then fewer checkpointed layers, then larger loss chunks. The keyword arguments pin
-    a choice: `micro_rows` (rows per micro-batch), `micro_tokens` (micro-batches built by tokens:
-    the rows are not planned), `checkpoint_layers`, `loss_chunk`. `loss_tokens_per_row`: the most
-    loss positions any row has (None: every token carries loss). Deterministic. When nothing fits,
-    the plan with the smallest peak is returned with `fits=False`.
+    checkpointed for k = 0..layers (default: all the model's), the fewest lean layers after them
+    that fit (more only cost time), and every loss chunk of `LOSS_CHUNKS`; the speed of each is
+    `plan_speed`. Ties go to larger micro-batches (fewer launches), then fewer checkpointed and
+    lean layers, then larger loss chunks. The keyword arguments pin a choice: `micro_rows` (rows
+    per micro-batch), `micro_tokens` (micro-batches built by tokens: the rows are not planned),
+    `checkpoint_layers`, `lean_layers`, `loss_chunk`. `loss_tokens_per_row`: the most loss
+    positions any row has (None: every token carries loss). Deterministic. When nothing fits, the
+    plan with the smallest peak is returned with `fits=False`.
     """
     if rows_per_step < 1 or seq < 1:
         raise ValueError(f"rows_per_step and seq must be positive (got {rows_per_step}, {seq})")
@@ -414,9 +454,12 @@ def plan(
         loss_tokens = loss_tokens_of(tokens, m, loss_tokens_per_row)
         for k in ks:
             for chunk in chunks:
-                peak = costs.peak(tokens, loss_tokens, k, chunk)
-                candidates.append(
-                    Plan(
+
+                def candidate(
+                    n: int, m=m, accum=accum, tokens=tokens, loss=loss_tokens, k=k, chunk=chunk
+                ) -> Plan:
+                    peak = costs.peak(tokens, loss, k, chunk, n)
+                    return Plan(
                         micro_rows=m,
                         grad_accum=accum,
                         micro_tokens=tokens,
@@ -424,18 +467,28 @@ def plan(
                         layers=layers,
                         loss_chunk=chunk,
                         peak_bytes=peak,
-                        step_bytes=costs.step_peak(tokens, loss_tokens, k, chunk),
+                        step_bytes=costs.step_peak(tokens, loss, k, chunk, n),
                         budget_bytes=budget_bytes,
                         speed=plan_speed(
-                            tokens,
-                            k,
-                            layers,
-                            1.0 if chunk >= loss_tokens else LOSS_CHUNK_SPEED.get(chunk, 1.0),
+                            tokens, k, layers, 1.0 if chunk >= loss else LOSS_CHUNK_SPEED.get(chunk, 1.0), n
                         ),
                         fits=peak <= budget_bytes,
+                        lean_layers=n,
                     )
-                )
+
+                if lean_layers is not None:
+                    candidates.append(candidate(min(max(lean_layers, 0), layers - k)))
+                    continue
+                # the peak only falls as layers turn lean: the fewest that fit, else all of them
+                for n in range(layers - k + 1):
+                    chosen = candidate(n)
+                    if chosen.fits:
+                        break
+                candidates.append(chosen)
     fitting = [p for p in candidates if p.fits]
     if fitting:
-        return max(fitting, key=lambda p: (p.speed, p.micro_tokens, -p.checkpoint_layers, p.loss_chunk))
+        return max(
+            fitting,
+            key=lambda p: (p.speed, p.micro_tokens, -p.checkpoint_layers, -p.lean_layers, p.loss_chunk),
+        )
     return min(candidates, key=lambda p: (p.peak_bytes, -p.speed))

@@ -409,17 +409,22 @@ def load_model(cfg: TrainConfig, device: torch.device, dtype: torch.dtype):
     """Base model + a fresh adapter (trainable params in float32).
 
     The first `cfg.checkpointed_layers(...)` decoder layers recompute their activations in
-    backward (`hive_train.checkpointing`: CUDA graphs still apply); `model.hive_loss_chunk` is the
+    backward (`hive_train.checkpointing`: CUDA graphs still apply), the next `cfg.lean_layers`
+    rebuild their cheap ones (`hive_train.lean`); `model.hive_loss_chunk` is the
     LM-head loss chunk `hive_train.loss.micro_loss` uses (`cfg.loss_chunk`)."""
     from peft import get_peft_model
 
     from hive_train.checkpointing import checkpoint_layers, decoder_layers
+    from hive_train.lean import make_lean
 
     model = load_base(cfg, device, dtype)
-    count = cfg.checkpointed_layers(len(decoder_layers(model)))
+    layers = decoder_layers(model)
+    count = cfg.checkpointed_layers(len(layers))
     if count:
         # dropout draws random numbers: the recomputation must replay them (no CUDA graphs then)
         checkpoint_layers(model, count, preserve_rng_state=cfg.dropout > 0)
+    if cfg.lean_layers:  # the layers right after the checkpointed ones (never both)
+        make_lean(layers, range(count, min(count + cfg.lean_layers, len(layers))))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

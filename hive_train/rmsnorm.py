@@ -19,6 +19,8 @@ import types
 import torch
 from torch import nn
 
+from hive_train import lean
+
 try:
     import triton
     import triton.language as tl
@@ -30,17 +32,21 @@ if triton is not None:
 
     @triton.jit
     def _rms_fwd(x_ptr, w_ptr, y_ptr, rstd_ptr, rows, N, eps,
-                 ROWS: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
+                 ROWS: tl.constexpr, BLOCK_N: tl.constexpr, GIVEN_RSTD: tl.constexpr):  # fmt: skip
         r = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)
         c = tl.arange(0, BLOCK_N)
         inside = (r[:, None] < rows) & (c[None, :] < N)
         offs = r[:, None] * N + c[None, :]
         x = tl.load(x_ptr + offs, mask=inside, other=0.0).to(tl.float32)
-        rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / N + eps)
+        if GIVEN_RSTD:  # a lean layer's rebuild: the forward's own 1/rms, so the very same output
+            rstd = tl.load(rstd_ptr + r, mask=r < rows, other=0.0)
+        else:
+            rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / N + eps)
         xn = (x * rstd[:, None]).to(y_ptr.dtype.element_ty).to(tl.float32)
         w = tl.load(w_ptr + c, mask=c < N, other=0.0).to(tl.float32)
         tl.store(y_ptr + offs, (xn * w[None, :]).to(y_ptr.dtype.element_ty), mask=inside)
-        tl.store(rstd_ptr + r, rstd, mask=r < rows)
+        if not GIVEN_RSTD:
+            tl.store(rstd_ptr + r, rstd, mask=r < rows)
 
     @triton.jit
     def _rms_bwd(dy_ptr, x_ptr, w_ptr, rstd_ptr, dx_ptr, rows, N,
@@ -66,14 +72,21 @@ def _grid(rows: int, n: int) -> tuple[int, int, int]:
     return triton.cdiv(rows, per_program), per_program, block_n
 
 
-def launch_forward(x2: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y, rstd) for contiguous rows x2 (rows, N); launched on its own so tests can run it in
+def launch_forward(
+    x2: torch.Tensor, weight: torch.Tensor, eps: float, rstd: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, rstd) for contiguous rows x2 (rows, N), with `rstd` as given when it is (1/rms of each
+    row, from an earlier call: the same y again); launched on its own so tests can run it in
     Triton's interpreter."""
     rows, n = x2.shape
     y = torch.empty_like(x2)
-    rstd = torch.empty(rows, dtype=torch.float32, device=x2.device)
+    given = rstd is not None
+    if not given:
+        rstd = torch.empty(rows, dtype=torch.float32, device=x2.device)
     programs, per_program, block_n = _grid(rows, n)
-    _rms_fwd[(programs,)](x2, weight, y, rstd, rows, n, eps, ROWS=per_program, BLOCK_N=block_n)
+    _rms_fwd[(programs,)](
+        x2, weight, y, rstd, rows, n, eps, ROWS=per_program, BLOCK_N=block_n, GIVEN_RSTD=given
+    )
     return y, rstd
 
 
@@ -85,6 +98,12 @@ def launch_backward(dy2: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, r
     return dx
 
 
+def normed(x2: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
+    """A lean layer's rebuild of the norm's output from its kept input and 1/rms
+    (`hive_train.rope` fuses it into the rotation when RoPE reads it)."""
+    return launch_forward(x2, weight, 0.0, rstd)[0]
+
+
 class _FrozenRMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, eps):
@@ -92,6 +111,7 @@ class _FrozenRMSNorm(torch.autograd.Function):
         x2 = x.reshape(-1, shape[-1]).contiguous()
         y, rstd = launch_forward(x2, weight, eps)
         ctx.save_for_backward(x2, weight, rstd)
+        lean.mark(y, normed, x2, weight, rstd)  # in a lean layer, rebuilt from x2 in backward
         return y.reshape(shape)
 
     @staticmethod

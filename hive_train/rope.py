@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import torch
 
+from hive_train import lean
+from hive_train.rmsnorm import normed
+
 try:
     import triton
     import triton.language as tl
@@ -26,9 +29,10 @@ except ImportError:  # pragma: no cover - depends on the install
 if triton is not None:
 
     @triton.jit
-    def _rope(x_ptr, cos_ptr, sin_ptr, y_ptr, rows, H, T,
+    def _rope(x_ptr, cos_ptr, sin_ptr, y_ptr, w_ptr, rstd_ptr, rows, H, T,
               sxb, sxh, sxt, syb, syh, syt, scb, sct, ssb, sst,
-              HALF: tl.constexpr, ROWS: tl.constexpr, BACKWARD: tl.constexpr):  # fmt: skip
+              HALF: tl.constexpr, ROWS: tl.constexpr, BACKWARD: tl.constexpr,
+              NORM: tl.constexpr):  # fmt: skip
         # rows are (b, t, h) in that order, so consecutive rows are neighbours in the usual
         # (B, T, H, D) storage; the last dimension is contiguous in x, y, cos and sin
         r = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)
@@ -44,6 +48,15 @@ if triton is not None:
         m = live[:, None]
         x1 = tl.load(x_row[:, None] + c[None, :], mask=m, other=0.0).to(tl.float32)
         x2 = tl.load(x_row[:, None] + HALF + c[None, :], mask=m, other=0.0).to(tl.float32)
+        out = y_ptr.dtype.element_ty
+        if NORM:
+            # x is an RMSNorm's input (a lean layer's rebuild): its output first, rounded as
+            # `hive_train.rmsnorm` rounds it, from the forward's own 1/rms; row r is (b, t, h)
+            rs = tl.load(rstd_ptr + r, mask=live, other=0.0)[:, None]
+            w1 = tl.load(w_ptr + c).to(tl.float32)[None, :]
+            w2 = tl.load(w_ptr + HALF + c).to(tl.float32)[None, :]
+            x1 = ((x1 * rs).to(out).to(tl.float32) * w1).to(out).to(tl.float32)
+            x2 = ((x2 * rs).to(out).to(tl.float32) * w2).to(out).to(tl.float32)
         c1 = tl.load(cos_row[:, None] + c[None, :], mask=m, other=0.0).to(tl.float32)
         c2 = tl.load(cos_row[:, None] + HALF + c[None, :], mask=m, other=0.0).to(tl.float32)
         s1 = tl.load(sin_row[:, None] + c[None, :], mask=m, other=0.0).to(tl.float32)
@@ -54,7 +67,6 @@ if triton is not None:
         else:
             y1 = x1 * c1 - x2 * s1
             y2 = x2 * c2 + x1 * s2
-        out = y_ptr.dtype.element_ty
         tl.store(y_row[:, None] + c[None, :], y1.to(out), mask=m)
         tl.store(y_row[:, None] + HALF + c[None, :], y2.to(out), mask=m)
 
@@ -65,28 +77,60 @@ def _like(x: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x, memory_format=torch.preserve_format)
 
 
-def launch(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward: bool = False) -> torch.Tensor:
-    """Rotate x (B, H, T, D) by cos, sin (B or 1, T, D); `backward` applies the transpose."""
+def launch(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward: bool = False, norm=None
+) -> torch.Tensor:
+    """Rotate x (B, H, T, D) by cos, sin (B or 1, T, D); `backward` applies the transpose.
+    `norm` = (weight, rstd): x is the input of an RMSNorm over D whose 1/rms per (b, t, h) row is
+    rstd; the norm is applied first (a lean layer's rebuild of rope(norm(q)), one pass)."""
     bsz, heads, seq, dim = x.shape
     y = _like(x)
+    weight, rstd = norm if norm is not None else (x, x)  # (unread without the norm)
     rows = bsz * heads * seq
     per_program = max(1, 2048 // dim)
     cb = cos.stride(0) if cos.shape[0] > 1 else 0
     sb = sin.stride(0) if sin.shape[0] > 1 else 0
     _rope[(triton.cdiv(rows, per_program),)](
-        x, cos, sin, y, rows, heads, seq,
+        x, cos, sin, y, weight, rstd, rows, heads, seq,
         x.stride(0), x.stride(1), x.stride(2), y.stride(0), y.stride(1), y.stride(2),
         cb, cos.stride(1), sb, sin.stride(1),
-        HALF=dim // 2, ROWS=per_program, BACKWARD=backward,
+        HALF=dim // 2, ROWS=per_program, BACKWARD=backward, NORM=norm is not None,
     )  # fmt: skip
     return y
+
+
+def _rotated(source, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return launch(source(), cos, sin)
+
+
+def _normed_rotated(x2, weight, rstd, shape, stride, offset, cos, sin) -> torch.Tensor:
+    # the norm's input read in the layout its output had (both are (rows, D) contiguous)
+    x = x2.as_strided(shape, stride, x2.storage_offset() + offset)
+    return launch(x, cos, sin, norm=(weight, rstd))
+
+
+def _mark_rotated(x: torch.Tensor, y: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
+    """In a lean layer, mark RoPE's output as rebuildable when its input is: in one pass from the
+    norm's input when that is what x is (`rmsnorm.normed` over D, as q_norm/k_norm are), else
+    by rebuilding x and rotating it."""
+    found = lean.source(x)
+    if found is None:
+        return
+    fn, args, offset = found
+    if fn is normed and args[0].shape[-1] == x.shape[-1] and args[0].is_contiguous():
+        x2, weight, rstd = args
+        lean.mark(y, _normed_rotated, x2, weight, rstd, tuple(x.shape), x.stride(), offset, cos, sin)
+    else:
+        lean.mark(y, _rotated, lean.rebuilder(x), cos, sin)
 
 
 class _Rope(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, cos, sin):
         ctx.save_for_backward(cos, sin)
-        return launch(x, cos, sin)
+        y = launch(x, cos, sin)
+        _mark_rotated(x, y, cos, sin)  # in a lean layer x is a normed q or k, itself rebuildable
+        return y
 
     @staticmethod
     def backward(ctx, dy):

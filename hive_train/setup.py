@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 import warnings
 from collections.abc import Callable, Collection, Iterator
@@ -239,6 +240,29 @@ def vram_budget(vram: str | None, device: torch.device) -> VramBudget | None:
     return VramBudget(largest_tier(free), free, f"auto ({free / GB:.1f} GB free)")
 
 
+def expandable_segments(device: torch.device) -> bool:
+    """Turn on the CUDA caching allocator's expandable segments (each pool one range of pages that
+    grows, instead of fixed segments whose unused ends strand memory), unless the user's
+    PYTORCH_CUDA_ALLOC_CONF / PYTORCH_ALLOC_CONF already says otherwise. Whether they are on after
+    this: the `--vram` plan leaves more room for fragmentation without them
+    (`memory_plan.usable_bytes`). Nothing off CUDA."""
+    if device.type != "cuda":
+        return False
+    conf = ",".join(os.environ.get(name, "") for name in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"))
+    conf = conf.replace(" ", "").lower()
+    if "cudamallocasync" in conf:  # another allocator altogether
+        return False
+    if "expandable_segments:" in conf:
+        return "expandable_segments:true" in conf
+    try:
+        with warnings.catch_warnings():  # newer torch warns that this private entry point moves
+            warnings.simplefilter("ignore")
+            torch.cuda.memory._set_allocator_settings("expandable_segments:True")
+    except (AttributeError, RuntimeError):  # an allocator without the setting
+        return False
+    return True
+
+
 def plan_memory(run: Run, info: ModelInfo, budget: VramBudget, loss_tokens_per_row: int) -> TrainConfig:
     """Apply the `--vram` plan to `run.cfg` (`config.apply_vram_plan`, the fields in `run.explicit`
     left alone), keep it in `run.plan` and say it in one line; returns the new config."""
@@ -246,7 +270,7 @@ def plan_memory(run: Run, info: ModelInfo, budget: VramBudget, loss_tokens_per_r
         run.cfg,
         info,
         tier=budget.tier,
-        budget_bytes=usable_bytes(budget.memory_bytes),
+        budget_bytes=usable_bytes(budget.memory_bytes, expandable_segments(run.device)),
         explicit=run.explicit,
         loss_tokens_per_row=loss_tokens_per_row,
     )

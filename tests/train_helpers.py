@@ -6,6 +6,10 @@ and rows are packed first-fit up to `seq` tokens, as `hive-data pack` lays them 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +153,14 @@ SQL_PAIRS = [
 
 def sql_rows() -> list[dict]:
     return [{"question": q, "context": SQL_SCHEMA, "answer": a, "dialect": "postgres"} for q, a in SQL_PAIRS]
+
+
+def interpret(script: str, *args: str):
+    """Run `script` in a fresh interpreter with Triton's interpreter on (read when the kernels are
+    defined) and return the JSON its last line prints."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -8,15 +8,14 @@ must agree with PyTorch to float32 rounding; on a GPU the benchmark checks them 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 
 pytest.importorskip("triton")
+
+from train_helpers import interpret  # noqa: E402
 
 from hive_train.kernels import dora_grads, dora_output  # noqa: E402
 
@@ -67,17 +66,6 @@ CHECK = textwrap.dedent(
     print(json.dumps(out))
     """
 )
-
-
-def interpret(script: str, *args: str):
-    """Run `script` in a fresh interpreter with Triton's interpreter on (read when the kernels are
-    defined) and return the JSON its last line prints."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_dora_kernels_in_triton_interpreter():

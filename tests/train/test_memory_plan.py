@@ -157,7 +157,7 @@ def test_the_speed_table_and_the_description():
     assert mp.plan_speed(16384, 0, 28, chunk_speed=0.972) == pytest.approx(0.972)
     line = tier_plan("12").describe()
     assert re.fullmatch(
-        r"micro-batch \d+ rows? x \d+, \d+ of 28 layers checkpointed, loss chunk \d+, predicted peak [\d.]+ GB",
+        r"micro-batch \d+ rows? x \d+, \d+ of 28 layers checkpointed, \d+ lean, loss chunk \d+, predicted peak [\d.]+ GB",
         line,
     ), line
     assert tier_plan("12").to_dict()["description"] == line
@@ -170,3 +170,54 @@ def test_a_real_config_plans():
     assert 0 < small.layer < costs().layer and small.layers == 2
     chosen = plan(small, usable_bytes(8 * GB), 4, 96)
     assert chosen.fits and (chosen.micro_rows, chosen.checkpoint_layers, chosen.loss_chunk) == (4, 0, 4096)
+
+
+def test_lean_layers_come_before_checkpointing_and_cost_what_they_save():
+    model = costs()
+    # a lean layer keeps a third less than a plain one and far more than a checkpointed one
+    assert model.checkpointed < model.lean < model.layer
+    assert 0.25 < 1 - model.lean / model.layer < 0.4
+    plain = model.step_peak(16384, 4096, 0, 4096)
+    assert model.step_peak(16384, 4096, 0, 4096, lean=28) == plain - 16384 * 28 * (model.layer - model.lean)
+    # lean and checkpointed layers never overlap: k + lean is capped at the layers
+    assert model.step_peak(16384, 4096, 28, 4096, lean=5) == model.step_peak(16384, 4096, 28, 4096)
+    # per byte saved a lean layer is cheaper than a checkpointed one, so a budget that one of them
+    # fits is met with lean layers first
+    per_byte_lean = mp.LEAN_COST / (model.layer - model.lean)
+    per_byte_checkpoint = mp.RECOMPUTE_COST / (model.layer - model.checkpointed)
+    assert per_byte_lean < per_byte_checkpoint
+    budget = model.peak(16384, 4096, 0, 4096, 10) + 1
+    chosen = plan(model, budget, 8, 2048, micro_rows=8, loss_chunk=4096, loss_tokens_per_row=512)
+    assert chosen.fits and chosen.checkpoint_layers == 0 and 0 < chosen.lean_layers <= 10
+    assert chosen.speed == pytest.approx(1 / (1 + mp.LEAN_COST * chosen.lean_layers / 28))
+    # pinned: no lean layers at all means more checkpointing for the same budget
+    none = plan(model, budget, 8, 2048, micro_rows=8, loss_chunk=4096, loss_tokens_per_row=512, lean_layers=0)
+    assert none.lean_layers == 0 and none.checkpoint_layers > 0 and none.speed < chosen.speed
+    assert chosen.to_dict()["lean_layers"] == chosen.lean_layers
+
+
+def test_the_allowance_is_larger_without_expandable_segments():
+    for tier in ("8", "24"):
+        size = tier_bytes(tier)
+        expandable, fragmented = usable_bytes(size), usable_bytes(size, expandable=False)
+        assert fragmented < expandable < size * mp.USABLE_FRACTION
+        assert fragmented == int(size * (mp.USABLE_FRACTION - mp.FRAGMENTED_ALLOWANCE_FRACTION)) - (
+            mp.FRAGMENTED_ALLOWANCE_BYTES
+        )
+
+
+def test_expandable_segments_follow_the_users_allocator_settings(monkeypatch):
+    import torch
+
+    from hive_train.setup import expandable_segments
+
+    for name in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"):
+        monkeypatch.delenv(name, raising=False)
+    assert expandable_segments(torch.device("cpu")) is False
+    cuda = torch.device("cuda")  # the settings below are read before anything touches the GPU
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:512, expandable_segments:False")
+    assert expandable_segments(cuda) is False
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    assert expandable_segments(cuda) is True
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "backend:cudaMallocAsync")
+    assert expandable_segments(cuda) is False
