@@ -10,9 +10,10 @@
   the input gradient and the per-column sums Σ_t dy·y for the magnitude gradient, deterministic
   (per-block partial sums, then one small reduction, no atomics).
 - `apply_fast_kernels(model)`: route a Qwen3-style model's MLPs through `swiglu`, its RMSNorms
-  through `hive_train.rmsnorm` (no weight gradient), both on this model instance only, and its
-  family's `apply_rotary_pos_emb` through `hive_train.rope` (a module global, with the stock
-  function kept for whatever the kernel does not cover).
+  through `hive_train.rmsnorm` (no weight gradient), Qwen3's per-head q/k norms and RoPE through
+  one kernel each way (`rope.norm_rope`, in a training forward without a cache), all on this
+  model instance only, and its family's `apply_rotary_pos_emb` through `hive_train.rope` (a
+  module global, with the stock function kept for whatever the kernel does not cover).
 """
 
 from __future__ import annotations
@@ -335,6 +336,36 @@ def launch_dora_grads(dy, y, g):
 ROPE_FAMILIES = ("qwen3", "qwen2", "llama", "mistral")
 
 
+def _attention_forward(self, hidden_states, position_embeddings=None, attention_mask=None, *args, **kwargs):
+    """Qwen3's attention forward with q_norm/k_norm and RoPE fused (`rope.norm_rope`): the same
+    operations as transformers' in the same order, for a forward without a cache through hive's
+    attention function; anything else runs the stock forward."""
+    from hive_train.attention import NAME, hive_attention
+    from hive_train.rope import norm_rope, on_kernel_device
+
+    cached = kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None
+    if (
+        args
+        or cached
+        or position_embeddings is None
+        or not on_kernel_device(hidden_states)
+        or self.config._attn_implementation != NAME
+        or getattr(self, "sliding_window", None) is not None
+    ):
+        return self._hive_stock_forward(hidden_states, position_embeddings, attention_mask, *args, **kwargs)
+    cos, sin = position_embeddings
+    heads = (*hidden_states.shape[:-1], -1, self.head_dim)
+    query = norm_rope(self.q_proj(hidden_states).view(heads), self.q_norm, cos, sin)
+    key = norm_rope(self.k_proj(hidden_states).view(heads), self.k_norm, cos, sin)
+    value = self.v_proj(hidden_states).view(heads).transpose(1, 2)
+    for name in ("cache", "past_key_values"):
+        kwargs.pop(name, None)
+    out, weights = hive_attention(
+        self, query, key, value, attention_mask, dropout=0.0, scaling=self.scaling, **kwargs
+    )
+    return self.o_proj(out.reshape(*hidden_states.shape[:-1], -1).contiguous()), weights
+
+
 def _mlp_forward(self, x):
     return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
 
@@ -356,6 +387,20 @@ def apply_fast_kernels(model: nn.Module) -> list[str]:
     if mlps:
         applied.append(f"fused SwiGLU x{len(mlps)}")
     base = getattr(model, "get_base_model", lambda: model)()
+    attentions = [
+        m
+        for m in model.modules()
+        if getattr(base.config, "model_type", "") == "qwen3"
+        and all(hasattr(m, name) for name in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm"))
+        and getattr(m, "attention_dropout", 0.0) == 0.0
+        and next(m.parameters()).is_cuda
+    ]
+    for attention in attentions:
+        if not hasattr(attention, "_hive_stock_forward"):
+            attention._hive_stock_forward = attention.forward
+        attention.forward = types.MethodType(_attention_forward, attention)
+    if attentions:
+        applied.append(f"fused q/k norm + RoPE x{len(attentions)}")
     from hive_train.rmsnorm import apply_frozen_rms_norm
 
     norms = apply_frozen_rms_norm(base)

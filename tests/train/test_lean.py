@@ -122,13 +122,13 @@ KERNEL_CHECK = """
 import json, torch
 from hive_train import lean
 from hive_train.rmsnorm import frozen_rms_norm
-from hive_train.rope import _Rope
+from hive_train.rope import _NormRope, _Rope
 from hive_train.kernels import _SwiGLU
 torch.manual_seed(0)
 B, T, H, D, HID, I = 1, 12, 2, 16, 32, 48
 base = {
     "x": torch.randn(B, T, HID), "wq": torch.randn(H * D, HID) / 6, "wg": torch.randn(I, HID) / 6,
-    "wu": torch.randn(I, HID) / 6, "wd": torch.randn(HID, I) / 7,
+    "wu": torch.randn(I, HID) / 6, "wd": torch.randn(HID, I) / 7, "wk": torch.randn(H * D, HID) / 6,
 }
 norm_w, q_w = torch.rand(HID) + 0.5, torch.rand(D) + 0.5
 cos, sin = torch.randn(1, T, D), torch.randn(1, T, D)
@@ -138,8 +138,10 @@ def layer(p):
     q = h @ p["wq"].t()
     qn = frozen_rms_norm(q.view(B, T, H, D), q_w, 1e-6).transpose(1, 2)
     qr = _Rope.apply(qn, cos, sin)
+    # Qwen3's k: norm and rotation in one kernel (`rope.norm_rope`)
+    kr = _NormRope.apply((h @ p["wk"].t()).view(B, T, H, D), q_w, 1e-6, cos, sin)
     s = _SwiGLU.apply(h @ p["wg"].t(), h @ p["wu"].t())
-    return (s @ p["wd"].t()).square().sum() + (qr * qr).sum() * qr.mean()
+    return (s @ p["wd"].t()).square().sum() + (qr * qr).sum() * qr.mean() + (kr * kr).sum()
 
 def grads(on):
     p = {k: v.clone().requires_grad_() for k, v in base.items()}
@@ -159,12 +161,13 @@ print(json.dumps({"equal": all(torch.equal(a, b) for a, b in zip(plain, rebuilt)
 
 
 def test_norm_rope_and_swiglu_outputs_rebuild_exactly_in_triton_interpreter():
-    """hive's own kernels mark their outputs: the normed input (saved by three projections), the
-    rotated q (by the attention stand-in) and SwiGLU's output (by down_proj) are saved as recipes
-    and backward gives the same gradients to the bit."""
+    """hive's own kernels mark their outputs: the normed input (saved by four projections), the
+    rotated q and k (twice each, by the attention stand-in: rope of a norm's output, and the fused
+    norm + rope) and SwiGLU's output (by down_proj) are saved as recipes and backward gives the
+    same gradients to the bit."""
     pytest.importorskip("triton")
     r = interpret(KERNEL_CHECK)
     assert r["equal"], r
     h, qr, s = 12 * 32 * 4, 12 * 2 * 16 * 4, 12 * 48 * 4
-    assert r["bytes"] >= 3 * h + qr + s, r
+    assert r["bytes"] >= 4 * h + 2 * (2 * qr) + s, r
     assert json.dumps(r)
