@@ -108,9 +108,12 @@ def main() -> None:
             if reference is None:
                 reference = (out.detach(), [g.detach() for g in grads])
             else:
-                row["out_rel"] = float((out.float() - reference[0].float()).norm() / reference[0].float().norm())
+                row["out_rel"] = float(
+                    (out.float() - reference[0].float()).norm() / reference[0].float().norm()
+                )
                 row["grad_rel"] = max(
-                    float((g.float() - r.float()).norm() / r.float().norm()) for g, r in zip(grads, reference[1])
+                    float((g.float() - r.float()).norm() / r.float().norm())
+                    for g, r in zip(grads, reference[1])
                 )
             row["forward_ms"] = timed(lambda fn=fn: fn())
             row["forward_backward_ms"] = timed(lambda fn=fn: torch.autograd.grad(fn(), (q, k, v), dout))
