@@ -99,10 +99,17 @@ def main() -> None:
     candidates = {"varlen (FlashAttention 2)": varlen}
     for backend in ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION"):
         candidates[f"SDPA jagged, {backend}"] = nested(backend)
+    # FlashAttention 2 first (the reference), then each newer implementation torch has registered
+    impls = list(getattr(torch.nn.attention, "list_flash_attention_impls", lambda: [])())
+    for impl in impls:
+        candidates[f"varlen, {impl}"] = varlen
     reference = None
     for name, fn in candidates.items():
         row = {"kernel": name}
+        impl = name.removeprefix("varlen, ") if name.startswith("varlen, ") else None
         try:
+            if impl is not None:
+                torch.nn.attention.activate_flash_attention_impl(impl)
             out = fn()
             grads = torch.autograd.grad(out, (q, k, v), dout)
             if reference is None:
@@ -120,6 +127,10 @@ def main() -> None:
             row["nominal_tflops"] = nominal / (row["forward_backward_ms"] / 1e3) / 1e12
         except Exception as err:  # noqa: BLE001 - a probe reports whatever happens
             row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+        finally:
+            restore = getattr(torch.nn.attention, "restore_flash_attention_impl", None)
+            if impl is not None and restore is not None:
+                restore()
         print(json.dumps(row), flush=True)
 
 

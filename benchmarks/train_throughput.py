@@ -330,6 +330,9 @@ def run_hive(
 
     # whether DoRA's per-step norms multiplied bf16 into float32 directly (no float32 copy of W)
     result["mixed_bmm"] = list(fast_adapters._MIXED_BMM)
+    from hive_train.attention import newer_flash_attention
+
+    result["flash_attention"] = newer_flash_attention(torch.cuda.current_device()) or "FA2"
     shutil.rmtree(out, ignore_errors=True)
     cleanup()
     return result

@@ -46,6 +46,48 @@ def choose_backend(requested: str, device: torch.device) -> str:
     return requested
 
 
+# FlashAttention implementations torch can switch its flash kernels to, by GPU generation (FA3 is
+# written for Hopper's tensor cores, FA4 for Blackwell's); FlashAttention 2 stays otherwise
+FLASH_IMPLS = {9: ("FA3",), 10: ("FA4",)}
+
+
+@functools.cache
+def newer_flash_attention(device_index: int = 0) -> str | None:
+    """Switch torch's flash kernels (varlen and SDPA's flash backend) to the FlashAttention made for
+    this GPU's generation when torch has it registered and it loads (`FLASH_IMPLS`; torch >= 2.11:
+    `torch.nn.attention.activate_flash_attention_impl`); once per process. Returns its name, or
+    None when FlashAttention 2 stays (older torch, another GPU, or HIVE_FLASH_ATTENTION=2)."""
+    import os
+
+    import torch.nn.attention as attn
+
+    if os.environ.get("HIVE_FLASH_ATTENTION") == "2" or not torch.cuda.is_available():
+        return None
+    lister = getattr(attn, "list_flash_attention_impls", None)
+    activate = getattr(attn, "activate_flash_attention_impl", None)
+    if lister is None or activate is None:
+        return None
+    try:
+        registered = list(lister())
+    except Exception:  # noqa: BLE001 - an optional speed-up: anything wrong keeps FlashAttention 2
+        return None
+    return pick_flash_impl(torch.cuda.get_device_capability(device_index)[0], registered, activate)
+
+
+def pick_flash_impl(major: int, registered, activate) -> str | None:
+    """The first of `FLASH_IMPLS[major]` that is `registered` and that `activate(name)` switches to
+    without raising (its package missing, say); None when none does."""
+    for name in FLASH_IMPLS.get(major, ()):
+        if name not in registered:
+            continue
+        try:
+            activate(name)
+        except Exception:  # noqa: BLE001 - its package is missing or does not load
+            continue
+        return name
+    return None
+
+
 @functools.cache
 def _compiled_flex():
     from torch.nn.attention.flex_attention import flex_attention
@@ -195,6 +237,7 @@ def hive_attention(module, query, key, value, attention_mask, dropout: float = 0
         if dtype not in (torch.float16, torch.bfloat16):  # FlashAttention takes half precision only
             low = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else torch.bfloat16
             q, k, v = q.to(low), k.to(low), v.to(low)
+        newer_flash_attention(q.device.index or 0)  # once, before a CUDA graph is captured
         out = varlen_attn(q, k, v, cu, cu, max_len, max_len, scale=scaling, window_size=(-1, 0))
         return out[None].to(dtype), None
     elif attention_mask is None:

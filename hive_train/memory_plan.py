@@ -49,7 +49,8 @@ USABLE_FRACTION = 0.9
 # ... less an allowance for what the count cannot see: blocks split and left unused in the CUDA
 # graph's private pool and in the ordinary pool. With the allocator's expandable segments (which
 # hive turns on: `hive_train.setup.expandable_segments`) a pool is one growing range of pages and
-# peak reserved exceeded the predicted step peak by 0.4-1.5 GB at every tier (H200, 2026-12-02) ...
+# peak reserved exceeded the predicted step peak by 0.4-1.5 GB at every tier (H200, 2026-12-02,
+# benchmarks/results/2026-12-02-h200-lean/) ...
 ALLOWANCE_BYTES = 600 * 10**6
 ALLOWANCE_FRACTION = 0.04
 # ... without them, blocks of fixed-size segments strand far more: 0.5-3.4 GB, about 0.5 GB plus
@@ -69,17 +70,19 @@ SPEED_BY_MICRO_TOKENS = ((2048, 0.56), (4096, 0.703), (8192, 0.855), (16384, 1.0
 # What recomputing one layer adds, as a fraction of that layer's forward + backward time at 16k
 # tokens (with a frozen base the backward computes input gradients only, but FlashAttention's
 # backward and DoRA's fused ends weigh more than their forward, so a layer's forward is about a
-# third of it). Fitted on the tiers' plans (H200, 2026-12-02, 8 rows per micro-batch): 21, 13 and 2
-# checkpointed layers beside 6, 15 and 26 lean ones ran at 0.817, 0.850 and 0.930 of none: 0.28,
-# 0.29 and 0.32 (7, 14 and 28 checkpointed layers alone, the day before: 0.909, 0.850, 0.739).
+# third of it). Fitted on the tiers' plans (H200, 2026-12-02, 8 rows per micro-batch,
+# benchmarks/results/2026-12-02-h200-lean/allocator-expandable.log): 21, 13 and 2 checkpointed
+# layers beside 6, 15 and 26 lean ones ran at 0.817, 0.850 and 0.930 of none: 0.28, 0.29 and 0.32
+# (7, 14 and 28 checkpointed layers alone, earlier: 0.909, 0.850, 0.739).
 # Recomputing adds compute, not the fixed time every micro-batch costs, so it is added to the time
 # per token (`plan_speed`). A 4-bit base (the 8 GB tier) dequantizes again as it recomputes: 0.43.
 RECOMPUTE_COST = 0.29
 # What a lean layer (`hive_train.lean`: its norm, SwiGLU and RoPE outputs rebuilt in backward)
-# adds, in the same unit: all 28 layers lean ran at 0.947 and 0.943 of none in two calls (H200,
-# 2026-12-02, each against the plain run of its call) for 7.4 GB less at 16k tokens (29% of the
+# adds, in the same unit: all 28 layers lean ran at 0.968 and 0.965 of none in two calls (H200,
+# 2026-12-02, each against the plain run of its call; q and k rebuilt in one pass from the norm's
+# input, `rope.norm_rope`; 0.947 and 0.943 before that) for 7.4 GB less at 16k tokens (29% of the
 # step's peak).
-LEAN_COST = 0.06
+LEAN_COST = 0.035
 # LM-head loss chunks the planner may pick, largest first, and the speed of each when a micro-batch
 # has more loss positions than the chunk (more, smaller GEMMs: 512 ran at 0.972 of 4096 with 4,096
 # loss positions per micro-batch)
