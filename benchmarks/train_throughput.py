@@ -582,35 +582,26 @@ def main() -> None:
             cleanup()
             return {"setup": kw.get("name", a[0] if a else "?"), "error": f"out of memory: {str(err)[:120]}"}
 
-    if "hive" in only:
+    # "lean": every layer lean at --vram 80, nothing else changed: the time lean layers add, which
+    # `hive_train.memory_plan.LEAN_COST` models
+    eighty = {
+        "hive": ("hive-train --vram 80", {}),
+        "lean": ("--vram 80, all layers lean", {"explicit": ("lean_layers",), "lean_layers": 1000}),
+    }
+    for key, (name, extra) in eighty.items():
+        if key not in only:
+            continue
         results["setups"].append(
             guarded(
                 run_hive,
-                "hive-train --vram 80",
+                name,
                 shards,
                 tokenizer_dir,
                 model_dir,
                 vram="80",
                 steps=args.steps * 3,
                 warmup=args.warmup,
-            )
-        )
-        print(results["setups"][-1], flush=True)
-    if "lean" in only:
-        # every layer lean at --vram 80 (nothing else changed): the time lean layers add, which
-        # `hive_train.memory_plan.LEAN_COST` models
-        results["setups"].append(
-            guarded(
-                run_hive,
-                "--vram 80, all layers lean",
-                shards,
-                tokenizer_dir,
-                model_dir,
-                vram="80",
-                steps=args.steps * 3,
-                warmup=args.warmup,
-                explicit=("lean_layers",),
-                lean_layers=1000,
+                **extra,
             )
         )
         print(results["setups"][-1], flush=True)
