@@ -164,3 +164,26 @@ def interpret(script: str, *args: str):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+_RUN_MANY = """
+import contextlib, io, json, sys, traceback
+out = {}
+for name, (code, args) in json.loads(sys.argv[1]).items():
+    buf = io.StringIO()
+    sys.argv = ["-c", *args]
+    try:
+        with contextlib.redirect_stdout(buf):
+            exec(compile(code, name, "exec"), {"__name__": "__main__"})
+        out[name] = json.loads(buf.getvalue().strip().splitlines()[-1])
+    except Exception:
+        out[name] = {"error": traceback.format_exc()[-2000:]}
+print(json.dumps(out))
+"""
+
+
+def interpret_many(jobs: dict[str, tuple[str, list[str]]]) -> dict:
+    """`interpret` for several scripts in one interpreter process (one start-up of torch and
+    Triton instead of one each), in order: name -> the JSON its last line printed, or
+    {"error": traceback} when it raised."""
+    return interpret(_RUN_MANY, json.dumps(jobs))

@@ -19,6 +19,7 @@ SAMPLES = {  # fixture -> the corpus folder its db_id names a schema file in
 
 
 @pytest.mark.corpora
+@pytest.mark.slow  # 10-14 s here: keeps the quick subset under 5 minutes
 def test_a_sqlite_sourced_set_keeps_95_percent_and_every_kept_row_agrees(corpora, tmp_path, pg_uri):
     kept_rows, total = 0, 0
     for name, folder in SAMPLES.items():

@@ -103,6 +103,7 @@ def test_fold_is_the_row_normalised_update_for_each_layer(run):
     assert not any("lora" in name for name, _ in plain.named_parameters())
 
 
+@pytest.mark.slow  # 10-14 s here: keeps the quick subset under 5 minutes
 def test_export_loads_with_plain_transformers_without_peft(run, reference, tmp_path):
     out = export_merged(run, tmp_path / "merged", device="cpu")
     config = json.loads((out / "config.json").read_text())
@@ -185,6 +186,7 @@ def test_a_run_without_its_adapter_is_a_named_error(run, tmp_path):
         load_folded(tmp_path, device="cpu")
 
 
+@pytest.mark.slow  # 10-14 s here: keeps the quick subset under 5 minutes
 def test_hive_train_export_command(run, tmp_path):
     """`hive-train export RUN -o OUT`: the merged directory, or one error line for a foreign one."""
     import subprocess

@@ -15,7 +15,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from train_helpers import interpret  # noqa: E402
+from train_helpers import TINY_MODEL, interpret_many  # noqa: E402
 
 from hive_train.kernels import dora_grads, dora_output  # noqa: E402
 
@@ -68,8 +68,32 @@ CHECK = textwrap.dedent(
 )
 
 
-def test_dora_kernels_in_triton_interpreter():
-    results = interpret(CHECK, json.dumps(SHAPES))
+# rows of a head (128), of a hidden state that is not a power of two (96), a partial last block
+RMS_SHAPES = [(70, 128), (5, 96), (33, 1024)]
+
+
+@pytest.fixture(scope="module")
+def interpreted():
+    """Every kernel check of this module, run in one Triton-interpreter process."""
+    return interpret_many(
+        {
+            "dora": (CHECK, [json.dumps(SHAPES)]),
+            "rms": (RMS_CHECK, [json.dumps(RMS_SHAPES)]),
+            "head": (HEAD_CHECK, []),
+            "norm_rope": (NORM_ROPE_CHECK, []),
+            "attention": (ATTENTION_CHECK, [str(TINY_MODEL)]),  # last: it wraps rope._NormRope.apply
+        }
+    )
+
+
+def checked(interpreted, name):
+    result = interpreted[name]
+    assert "error" not in result, result.get("error") if isinstance(result, dict) else result
+    return result
+
+
+def test_dora_kernels_in_triton_interpreter(interpreted):
+    results = checked(interpreted, "dora")
     assert [r["shape"] for r in results] == [list(s) for s in SHAPES]
     for r in results:
         assert r["forward"] < 1e-6, r
@@ -147,12 +171,10 @@ RMS_CHECK = textwrap.dedent(
 )
 
 
-def test_frozen_rms_norm_in_triton_interpreter():
-    """Forward and input gradient against float64 autograd; rows of a head (128), of a hidden
-    state that is not a power of two (96), and a partial last block of rows."""
-    shapes = [(70, 128), (5, 96), (33, 1024)]
-    results = interpret(RMS_CHECK, json.dumps(shapes))
-    assert [r["shape"] for r in results] == [list(s) for s in shapes]
+def test_frozen_rms_norm_in_triton_interpreter(interpreted):
+    """Forward and input gradient against float64 autograd (`RMS_SHAPES`)."""
+    results = checked(interpreted, "rms")
+    assert [r["shape"] for r in results] == [list(s) for s in RMS_SHAPES]
     for r in results:
         assert r["forward"] < 1e-6 and r["backward"] < 1e-5, r
 
@@ -205,10 +227,10 @@ HEAD_CHECK = textwrap.dedent(
 )
 
 
-def test_loss_and_rope_kernels_in_triton_interpreter():
+def test_loss_and_rope_kernels_in_triton_interpreter(interpreted):
     """The LM-head loss kernel (loss rows and the in-place gradient, weighted and not) and the RoPE
     kernel (forward and its transpose, in the input's own strided layout) against float64."""
-    results = interpret(HEAD_CHECK)
+    results = checked(interpreted, "head")
     for name, r in results.items():
         if name.startswith("ce_"):
             assert r["loss"] < 1e-5 and r["grad"] < 1e-5 and r["loss_only_untouched"], (name, r)
@@ -273,10 +295,10 @@ NORM_ROPE_CHECK = textwrap.dedent(
 )
 
 
-def test_fused_norm_and_rope_in_triton_interpreter():
+def test_fused_norm_and_rope_in_triton_interpreter(interpreted):
     """q_norm + RoPE in one pass each way: forward as the two kernels apart, backward against
     float64 autograd of norm then rotation, and the rebuild from the stored 1/rms exact."""
-    r = interpret(NORM_ROPE_CHECK)
+    r = checked(interpreted, "norm_rope")
     assert r["forward"] < 1e-6 and r["same_as_apart"] < 1e-5 and r["rstd"] < 1e-6, r
     assert r["rebuilt_exactly"] and r["layout"] and r["backward"] < 1e-5, r
 
@@ -318,12 +340,10 @@ ATTENTION_CHECK = textwrap.dedent(
 )
 
 
-def test_fused_qwen3_attention_forward_matches_transformers_in_triton_interpreter():
+def test_fused_qwen3_attention_forward_matches_transformers_in_triton_interpreter(interpreted):
     """hive's Qwen3 attention forward (q/k norm + RoPE in one kernel each way, then hive's attention
     function) against transformers' own forward on the tiny fixture model, output and input
     gradient, in float32."""
-    from train_helpers import TINY_MODEL
-
-    r = interpret(ATTENTION_CHECK, str(TINY_MODEL))
+    r = checked(interpreted, "attention")
     assert r["fused_calls"] == 2, r  # q and k went through the fused kernel
     assert r["forward"] < 1e-5 and r["backward"] < 1e-5, r

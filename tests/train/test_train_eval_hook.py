@@ -258,6 +258,7 @@ def test_metrics_best_adapter_plot_and_report(evaluated_run):
     assert len((out / "eval" / "rows.jsonl").read_text().splitlines()) == 16
 
 
+@pytest.mark.slow  # 10-14 s here: keeps the quick subset under 5 minutes
 def test_evaluation_leaves_training_unchanged(sql_data, tmp_path):
     """With dropout (peft's layers, RNG in use) the losses and adapter are bitwise those of a run
     without evaluation; the model goes back to training mode and hive's attention."""
