@@ -31,17 +31,19 @@ except ImportError:  # pragma: no cover - depends on the install
 if triton is not None:
 
     @triton.jit
+    def _row_block(rows, H, T, ROWS: tl.constexpr):
+        # this program's block of rows, each (b, t, h) in that order, so consecutive rows are
+        # neighbours in the usual (B, T, H, D) storage; which of them exist
+        r = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)
+        return r, r < rows, r // (H * T), (r // H) % T, r % H
+
+    @triton.jit
     def _rope(x_ptr, cos_ptr, sin_ptr, y_ptr, w_ptr, rstd_ptr, rows, H, T, eps,
               sxb, sxh, sxt, syb, syh, syt, scb, sct, ssb, sst,
               HALF: tl.constexpr, ROWS: tl.constexpr, BACKWARD: tl.constexpr,
               NORM: tl.constexpr, FIND_RSTD: tl.constexpr):  # fmt: skip
-        # rows are (b, t, h) in that order, so consecutive rows are neighbours in the usual
-        # (B, T, H, D) storage; the last dimension is contiguous in x, y, cos and sin
-        r = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)
-        live = r < rows
-        h = r % H
-        t = (r // H) % T
-        b = r // (H * T)
+        # the last dimension is contiguous in x, y, cos and sin
+        r, live, b, t, h = _row_block(rows, H, T, ROWS)
         c = tl.arange(0, HALF)
         x_row = x_ptr + b * sxb + h * sxh + t * sxt
         y_row = y_ptr + b * syb + h * syh + t * syt
@@ -81,12 +83,8 @@ if triton is not None:
     def _norm_rope_bwd(dy_ptr, x_ptr, w_ptr, rstd_ptr, cos_ptr, sin_ptr, dx_ptr, rows, H, T,
                        sdb, sdh, sdt, scb, sct, ssb, sst,
                        HALF: tl.constexpr, ROWS: tl.constexpr):  # fmt: skip
-        # dy (B, H, T, D) strided; x and dx (B, T, H, D) contiguous, row r = (b, t, h)
-        r = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)
-        live = r < rows
-        h = r % H
-        t = (r // H) % T
-        b = r // (H * T)
+        # dy (B, H, T, D) strided; x and dx (B, T, H, D) contiguous
+        r, live, b, t, h = _row_block(rows, H, T, ROWS)
         c = tl.arange(0, HALF)
         m = live[:, None]
         dy_row = (dy_ptr + b * sdb + h * sdh + t * sdt)[:, None]
