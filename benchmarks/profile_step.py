@@ -118,7 +118,7 @@ def whole_step(data: Path) -> None:
 
 # Part of the step a kernel belongs to, by the names of the operations around it (innermost first).
 PARTS = (
-    ("attention", ("flash", "varlen", "attention")),
+    ("attention", ("flash", "varlen", "attention", "DocAttention", "_attn_")),
     ("LM head + loss", ("CrossEntropy", "cross_entropy")),
     ("norms", ("RMSNorm", "rms_norm")),
     ("activations + RoPE", ("SwiGLU", "Rope", "rope")),

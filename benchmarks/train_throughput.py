@@ -330,9 +330,11 @@ def run_hive(
 
     # whether DoRA's per-step norms multiplied bf16 into float32 directly (no float32 copy of W)
     result["mixed_bmm"] = list(fast_adapters._MIXED_BMM)
-    from hive_train.attention import newer_flash_attention
+    from hive_train.attention import newer_flash_attention, triton_kernels_chosen
 
-    result["flash_attention"] = newer_flash_attention(torch.cuda.current_device()) or "FA2"
+    # packed-row attention: hive's Triton kernels, or torch's FlashAttention (HIVE_ATTENTION_KERNEL=flash)
+    flash = newer_flash_attention(torch.cuda.current_device()) or "FA2"
+    result["attention_kernel"] = "hive Triton" if triton_kernels_chosen() else flash
     shutil.rmtree(out, ignore_errors=True)
     cleanup()
     return result

@@ -7,7 +7,10 @@ this name (it only passes through a prepared 4D mask). Per micro-batch, `attenti
 prepares what the chosen backend needs, once, and the model call carries it to every layer:
 
 - `flex` (CUDA default): FlexAttention with a document-causal `BlockMask` (compiled on CUDA);
-- `varlen`: `torch.nn.attention.varlen.varlen_attn` over `cu_seqlens` (torch >= 2.10, CUDA);
+- `varlen`: attention over `cu_seqlens` on CUDA: hive's own Triton kernels
+  (`hive_train.doc_attention`: key/value head groups summed inside the backward), or with
+  `HIVE_ATTENTION_KERNEL=flash` FlashAttention through `torch.nn.attention.varlen.varlen_attn`
+  (torch >= 2.10);
 - `sdpa` (CPU default): `scaled_dot_product_attention` with a block-diagonal causal boolean mask.
 
 With no document information (plain inference), it is ordinary causal SDPA.
@@ -24,7 +27,23 @@ NAME = "hive_docs"
 BACKENDS = ("flex", "varlen", "sdpa")
 
 
+def triton_kernels_chosen() -> bool:
+    """Whether packed-row attention runs hive's Triton kernels (the default) rather than
+    FlashAttention (`HIVE_ATTENTION_KERNEL=flash`)."""
+    import os
+
+    return os.environ.get("HIVE_ATTENTION_KERNEL", "triton").strip().lower() != "flash"
+
+
 def varlen_available() -> bool:
+    """Whether packed-row (`varlen`) attention can run: hive's Triton kernels, or torch's
+    FlashAttention varlen entry (torch >= 2.10)."""
+    from hive_train import doc_attention
+
+    return (triton_kernels_chosen() and doc_attention.triton is not None) or flash_varlen_available()
+
+
+def flash_varlen_available() -> bool:
     try:
         from torch.nn.attention.varlen import varlen_attn  # noqa: F401
     except ImportError:
@@ -33,8 +52,8 @@ def varlen_available() -> bool:
 
 
 def choose_backend(requested: str, device: torch.device) -> str:
-    """`auto` -> varlen (FlashAttention, no compile step) on CUDA when torch has it, else flex;
-    sdpa elsewhere. An explicit choice is checked against what exists."""
+    """`auto` -> varlen (hive's Triton kernels or FlashAttention, no compile step) on CUDA when
+    it can run, else flex; sdpa elsewhere. An explicit choice is checked against what exists."""
     if requested == "auto":
         if device.type != "cuda":
             return "sdpa"
@@ -42,7 +61,7 @@ def choose_backend(requested: str, device: torch.device) -> str:
     if requested == "varlen" and (device.type != "cuda" or not varlen_available()):
         from hive_core.errors import ConfigError
 
-        raise ConfigError("--attention varlen needs CUDA and torch >= 2.10; use flex or sdpa")
+        raise ConfigError("--attention varlen needs CUDA and Triton (or torch >= 2.10); use flex or sdpa")
     return requested
 
 
@@ -234,6 +253,10 @@ def hive_attention(module, query, key, value, attention_mask, dropout: float = 0
         # a 16k-token step on an H200); a view's backward is a view
         q, k, v = (t.squeeze(0).transpose(0, 1) for t in (query, key, value))
         dtype = q.dtype
+        if _doc_kernels(q, k, v):
+            from hive_train.doc_attention import doc_attention
+
+            return doc_attention(q, k, v, cu, scale=scaling)[None], None
         if dtype not in (torch.float16, torch.bfloat16):  # FlashAttention takes half precision only
             low = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else torch.bfloat16
             q, k, v = q.to(low), k.to(low), v.to(low)
@@ -247,6 +270,17 @@ def hive_attention(module, query, key, value, attention_mask, dropout: float = 0
             attention_mask = attention_mask.to(query.dtype)
         out = _sdpa(query, key, value, mask=attention_mask, scale=scaling)
     return out.transpose(1, 2).contiguous(), None
+
+
+def _doc_kernels(q, k, v) -> bool:
+    """hive's Triton kernels take this call: chosen, usable, and half precision on a GPU (float32
+    would run its block products in TF32; it goes to FlashAttention in bf16, as before). Float32
+    reaches them only in Triton's interpreter, the CPU tests."""
+    from hive_train import doc_attention
+
+    if not triton_kernels_chosen() or not doc_attention.usable(q, k, v):
+        return False
+    return q.dtype in (torch.float16, torch.bfloat16) or not q.is_cuda
 
 
 def _eager_flex():
