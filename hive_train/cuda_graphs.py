@@ -26,6 +26,7 @@ so they are never set to None between steps.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,19 @@ class StaticShape:
     docs: int  # documents, padding pieces and empty documents included
     loss_tokens: int  # loss positions, padded ones included
     max_doc: int  # FlashAttention's max_seqlen: the longest document or padding piece
+
+
+# the tensors of a padded micro-batch that a replay reads: copied into the graph's inputs every step
+STATIC_FIELDS = ("input_ids", "position_ids", "cu_seqlens", "loss_positions", "targets", "loss_weights")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A step's micro-batches as `GraphedStep.prepare` leaves them: filled up to the graph's count
+    and padded to its shape, in pinned host memory on CUDA. Wrapped so that `GraphedStep.run` can
+    tell them from plain batches, which it still prepares itself."""
+
+    batches: list[MicroBatch]
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -166,7 +180,8 @@ class GraphedStep:
 
     `run(batches, denom)` leaves in every trainable parameter's `.grad` the gradient of the
     batches' loss sum / `denom` and returns that loss (a float64 tensor on the device). The
-    optimizer may read, clip and apply the gradients but must not set them to None.
+    optimizer may read, clip and apply the gradients but must not set them to None. `batches` are
+    plain (from `flatten`) or already `prepare`d, which a caller may do ahead, while the GPU works.
     """
 
     def __init__(
@@ -186,6 +201,7 @@ class GraphedStep:
         self.inputs: list[MicroBatch] = []
         self.scale = torch.ones((), dtype=torch.float32, device=device)
         self.loss: torch.Tensor | None = None
+        self._sources: list[MicroBatch] = []  # the host side of the last copy into `inputs`
 
     def _forward_backward(self) -> torch.Tensor:
         total = None
@@ -195,23 +211,29 @@ class GraphedStep:
             total = loss.detach().double() if total is None else total + loss.detach().double()
         return total * self.scale.double()
 
-    def _load(self, batches: list[MicroBatch]) -> None:
+    def prepare(self, batches: list[MicroBatch]) -> Prepared:
+        """`batches` (from `flatten`) filled up with empty ones and padded to the shape. Host work
+        only, so it can run while the GPU replays the step before. On CUDA the tensors are pinned:
+        a copy from pageable memory is staged and waited for by the host, one from pinned memory
+        is queued and returns at once."""
         if len(batches) > self.micro:
             raise ValueError(f"{len(batches)} micro-batches in a step graphed for {self.micro}")
         batches = list(batches) + [empty_micro_batch()] * (self.micro - len(batches))
         padded = [pad_static(batch, self.shape, self.pad_id) for batch in batches]
+        if self.device.type == "cuda" and torch.cuda.is_available():
+            padded = [_pinned(batch) for batch in padded]
+        return Prepared(padded)
+
+    def _load(self, batches: list[MicroBatch] | Prepared) -> None:
+        padded = (batches if isinstance(batches, Prepared) else self.prepare(batches)).batches
+        # the copies below may still be reading these host tensors when this returns: keep them
+        # until the next step's load, by which time the loop has read the loss back (a sync)
+        self._sources = padded
         if not self.inputs:
             self.inputs = [batch.to(self.device) for batch in padded]
             return
         for static, batch in zip(self.inputs, padded):
-            for name in (
-                "input_ids",
-                "position_ids",
-                "cu_seqlens",
-                "loss_positions",
-                "targets",
-                "loss_weights",
-            ):
+            for name in STATIC_FIELDS:
                 getattr(static, name).copy_(getattr(batch, name), non_blocking=True)
 
     def _capture(self) -> None:
@@ -233,7 +255,7 @@ class GraphedStep:
             self.loss = self._forward_backward()
         self.graph = graph
 
-    def run(self, batches: list[MicroBatch], denom: int) -> torch.Tensor:
+    def run(self, batches: list[MicroBatch] | Prepared, denom: int) -> torch.Tensor:
         self._load(batches)
         self.scale.fill_(1.0 / max(denom, 1))
         if self.graph is None:
@@ -248,5 +270,10 @@ class GraphedStep:
         for p in self.params:
             p.grad = None
         self.model.hive_fast.mark_stale()
-        self.inputs, self.loss = [], None
+        self.inputs, self.loss, self._sources = [], None, []
         torch.cuda.empty_cache()
+
+
+def _pinned(batch: MicroBatch) -> MicroBatch:
+    """`batch` with the tensors a replay reads in pinned host memory."""
+    return dataclasses.replace(batch, **{name: getattr(batch, name).pin_memory() for name in STATIC_FIELDS})

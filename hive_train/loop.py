@@ -2,11 +2,13 @@
 
 Order of operations per optimizer step: set the learning rate, forward + backward every
 micro-batch of this process's share (`hive_train.steps`, `hive_train.loss`: the step's gradient is
-that of the mean over all its loss tokens, however it is split), sum the adapter gradients over
-ranks, check the loss is finite, clip, step, zero the gradients, log, then evaluate and save on
-their cadence. An evaluation is the validation loss and, with an evaluation hook (`eval_data`:
-`hive_eval.during_training`), the live adapter's answers scored (EX); the adapter of the best
-evaluation by `select_by` is kept in `best/` (`hive_train.best`).
+that of the mean over all its loss tokens, however it is split), get the next step's batches
+ready on the host while the GPU runs this one (`prefetch`: graph replays only), sum the adapter
+gradients over ranks, clip, read the loss and gradient norm back (one host sync), check both are
+finite, step, zero the gradients, log, then evaluate and save on their cadence. An evaluation is
+the validation loss and, with an evaluation hook (`eval_data`: `hive_eval.during_training`), the
+live adapter's answers scored (EX); the adapter of the best evaluation by `select_by` is kept in
+`best/` (`hive_train.best`).
 
 Under torchrun (`hive_train.distributed`) every rank runs this same loop; rank 0 alone writes the
 run directory and shows progress.
@@ -143,8 +145,9 @@ def _loop(run, data, stop_after: int | None, progress: bool, eval_hook=None) -> 
             all_rows = np.concatenate(step_rows)
             loss_tokens = int(loss_per_row[all_rows].sum())  # the whole step's, over every rank
             local = step_fn.run(shard_micro_batches(step_rows, run.rank, run.world), loss_tokens)
-            loss = float(distributed.all_reduce_gradients(params, local))
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
+            if step + 1 < end_step:  # before the sync below, while the GPU runs this step
+                step_fn.prefetch(shard_micro_batches(schedule.micro_batches(step + 1), run.rank, run.world))
+            loss, grad_norm = reduce_and_clip(params, local, cfg.max_grad_norm)
             check_finite(loss, grad_norm, step + 1, last_good, run)
             optimizer.step()
             step_fn.zero_grad(optimizer)
@@ -253,6 +256,21 @@ def _note_startup(run, record: dict) -> None:
     run.mark("first_step")
     record["startup"] = dict(run.phases)
     run.log("start-up: " + ", ".join(f"{k} {v:.1f}s" for k, v in run.phases.items()))
+
+
+def reduce_and_clip(
+    params: list[torch.Tensor], local: torch.Tensor, max_norm: float | None
+) -> tuple[float, float]:
+    """The step's loss summed over ranks (`distributed.all_reduce_gradients`, which sums the
+    gradients too) and the gradient norm, the gradients clipped to `max_norm` in place (a
+    non-finite step is clipped too, then refused by `check_finite`, never applied). Both numbers
+    come back in one read: each read waits for the GPU to finish all it was given, and the host
+    has nothing to queue for it between the two."""
+    loss = distributed.all_reduce_gradients(params, local)
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm or float("inf"))
+    both = torch.stack([loss.reshape(()).double(), norm.to(loss.device, torch.float64)])
+    loss_value, norm_value = both.tolist()
+    return loss_value, norm_value
 
 
 def check_finite(loss: float, grad_norm: float, step: int, last_good: Path | None, run) -> None:

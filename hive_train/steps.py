@@ -4,6 +4,8 @@
 trainable parameter's `.grad` the gradient of this process's share of the step (loss sums divided
 by the whole step's `loss_tokens`) and returns that loss as a float64 tensor on the device;
 `step.zero_grad(optimizer)` clears the gradients after the optimizer has applied them.
+`step.prefetch(micro_rows)` may get the next step's batches ready on the host while the GPU still
+runs this one (a graph replay); `run` uses them when it is given the same rows.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ import numpy as np
 import torch
 
 from hive_train import distributed
-from hive_train.cuda_graphs import GraphedStep, graph_eligibility, micro_batches_per_step, static_shape
+from hive_train.cuda_graphs import (
+    GraphedStep,
+    Prepared,
+    graph_eligibility,
+    micro_batches_per_step,
+    static_shape,
+)
 from hive_train.data import MicroBatch, RowTable, flatten
 from hive_train.loss import accumulate
 
@@ -32,6 +40,9 @@ class EagerStep:
         batches = [flatten(self.table, rows, **self.pad).to(self.device) for rows in micro_rows]
         return accumulate(self.model, batches, self.backend, self.autocast, loss_tokens)
 
+    def prefetch(self, micro_rows: list[np.ndarray]) -> None:
+        """Nothing: an eager step's host work is launching kernels, which cannot start early."""
+
     def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
         optimizer.zero_grad(set_to_none=True)
 
@@ -45,6 +56,7 @@ class CudaGraphStep:
     ):
         self.graphed_step, self.table, self.fallback, self.log = graphed, table, fallback, log
         self.eager: EagerStep | None = None  # set once a capture failed
+        self.ahead: tuple[list[np.ndarray], Prepared] | None = None  # `prefetch`ed: rows, batches
 
     @property
     def graphed(self) -> bool:
@@ -52,21 +64,45 @@ class CudaGraphStep:
 
     def run(self, micro_rows: list[np.ndarray], loss_tokens: int) -> torch.Tensor:
         if self.eager is None:
-            loss = try_graphed(
-                self.graphed_step, [flatten(self.table, r) for r in micro_rows], loss_tokens, self.log
-            )
+            loss = try_graphed(self.graphed_step, self.prepared(micro_rows), loss_tokens, self.log)
             if loss is not None:
                 return loss
             self.eager = self.fallback
         return self.eager.run(micro_rows, loss_tokens)
+
+    def prefetch(self, micro_rows: list[np.ndarray]) -> None:
+        """Flatten and pad the next step's batches now: called while the GPU replays this step,
+        it takes that host work off the time between replays."""
+        if self.eager is not None:
+            return
+        try:
+            self.ahead = (list(micro_rows), self._prepare(micro_rows))
+        except ValueError:
+            self.ahead = None  # a batch that does not fit: `run` raises it, at its own step
+
+    def prepared(self, micro_rows: list[np.ndarray]) -> Prepared:
+        """The batches of `micro_rows`: the prefetched ones when they were made from these very
+        arrays (the schedule hands out the same array objects every time), else made now."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and _same_arrays(ahead[0], micro_rows):
+            return ahead[1]
+        return self._prepare(micro_rows)
+
+    def _prepare(self, micro_rows: list[np.ndarray]) -> Prepared:
+        return self.graphed_step.prepare([flatten(self.table, rows) for rows in micro_rows])
 
     def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
         if self.eager is not None:  # a graph's replay overwrites its gradients in place
             self.eager.zero_grad(optimizer)
 
 
+def _same_arrays(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    # identity, not equality: cheap, and `a` is held, so no other array can have taken its id
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+
 def try_graphed(
-    graphed: GraphedStep, batches: list[MicroBatch], loss_tokens: int, log
+    graphed: GraphedStep, batches: list[MicroBatch] | Prepared, loss_tokens: int, log
 ) -> torch.Tensor | None:
     """The loss of a graph replay; None when capturing the graph failed (the graph is then reset:
     gradients and adapter state as before the attempt)."""
