@@ -415,7 +415,6 @@ def apply_fast_kernels(model: nn.Module) -> list[str]:
         if apply_rope_kernel(importlib.import_module(f"transformers.models.{family}.modeling_{family}")):
             applied.append("RoPE kernel")
     return applied
-    return applied
 
 
 def launch_dora_forward(yf, n, b, g, block_m=_TILE_M, block_n=_TILE_N, num_warps=4):
