@@ -62,9 +62,9 @@ class Blocks:
     dq_stages: int = 3
 
 
-# tuned on an H200 (`benchmarks/attention_probe.py`); they need about 128 KB of shared memory per
-# program, which Hopper and Ampere data-centre GPUs have
-BLOCKS = Blocks(64, 64, 4, 3, 64, 128, 8, 2, 64, 32, 4, 3)
+# tuned on an H200 (`benchmarks/attention_probe.py`, 2026-12-03); up to about 130 KB of shared
+# memory per program, which Hopper and Ampere data-centre GPUs have
+BLOCKS = Blocks(64, 64, 4, 3, 64, 64, 4, 2, 64, 32, 4, 3)
 # for GPUs with about 100 KB per program (consumer cards: RTX 3090, 4090, 5090)
 SMALL_BLOCKS = Blocks(64, 64, 4, 2, 32, 64, 4, 2, 64, 32, 4, 2)
 LARGE_SHARED_MEMORY = 160 * 1024
