@@ -90,19 +90,27 @@ if triton is not None:
         return tl.min(tl.where(cu[None, :] > cols[:, None], cu[None, :], _NO_BOUNDARY), axis=1)
 
     @triton.jit
+    def _key_block(q, rows, starts, k_ptr, v_ptr, skt, svt, T, qk_scale, n,
+                   D: tl.constexpr, BN: tl.constexpr, MASKED: tl.constexpr):  # fmt: skip
+        # the key block [n, n + BN): its keys, values and the query block's scaled scores against
+        # it (-inf where a query may not look: another document, or the future)
+        d = tl.arange(0, D)
+        cols = n + tl.arange(0, BN)
+        live = cols < T
+        k = tl.load(k_ptr + cols[:, None] * skt + d[None, :], mask=live[:, None], other=0.0)
+        v = tl.load(v_ptr + cols[:, None] * svt + d[None, :], mask=live[:, None], other=0.0)
+        s = tl.dot(q, tl.trans(k)) * qk_scale
+        if MASKED:
+            keep = (cols[None, :] >= starts[:, None]) & (cols[None, :] <= rows[:, None])
+            s = tl.where(keep & live[None, :], s, float("-inf"))
+        return k, v, s
+
+    @triton.jit
     def _fwd_keys(acc, l_i, m_i, q, rows, starts, k_ptr, v_ptr, skt, svt, T, qk_scale, lo, hi,
                   D: tl.constexpr, BN: tl.constexpr, MASKED: tl.constexpr):  # fmt: skip
         # online softmax over the key blocks [lo, hi) for one block of queries
-        d = tl.arange(0, D)
         for n in range(lo, hi, BN):
-            cols = n + tl.arange(0, BN)
-            live = cols < T
-            k = tl.load(k_ptr + cols[:, None] * skt + d[None, :], mask=live[:, None], other=0.0)
-            v = tl.load(v_ptr + cols[:, None] * svt + d[None, :], mask=live[:, None], other=0.0)
-            s = tl.dot(q, tl.trans(k)) * qk_scale
-            if MASKED:
-                keep = (cols[None, :] >= starts[:, None]) & (cols[None, :] <= rows[:, None])
-                s = tl.where(keep & live[None, :], s, float("-inf"))
+            k, v, s = _key_block(q, rows, starts, k_ptr, v_ptr, skt, svt, T, qk_scale, n, D, BN, MASKED)
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing yet
             p = tl.math.exp2(s - m_safe[:, None])
@@ -235,16 +243,8 @@ if triton is not None:
     def _q_keys(dq, q, do, lse, delta, rows, starts, k_ptr, v_ptr, skt, svt, T, qk_scale, lo, hi,
                 D: tl.constexpr, BN: tl.constexpr, MASKED: tl.constexpr):  # fmt: skip
         # one query block's dQ from the key blocks [lo, hi)
-        d = tl.arange(0, D)
         for n in range(lo, hi, BN):
-            cols = n + tl.arange(0, BN)
-            live = cols < T
-            k = tl.load(k_ptr + cols[:, None] * skt + d[None, :], mask=live[:, None], other=0.0)
-            v = tl.load(v_ptr + cols[:, None] * svt + d[None, :], mask=live[:, None], other=0.0)
-            s = tl.dot(q, tl.trans(k)) * qk_scale
-            if MASKED:
-                keep = (cols[None, :] >= starts[:, None]) & (cols[None, :] <= rows[:, None])
-                s = tl.where(keep & live[None, :], s, float("-inf"))
+            k, v, s = _key_block(q, rows, starts, k_ptr, v_ptr, skt, svt, T, qk_scale, n, D, BN, MASKED)
             p = tl.math.exp2(s - lse[:, None])
             dp = tl.dot(do, tl.trans(v))
             ds = p * (dp - delta[:, None])
