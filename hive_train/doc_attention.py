@@ -26,7 +26,6 @@ CUDA. Under `TRITON_INTERPRET=1` the same kernels run on the CPU (the tests).
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -68,6 +67,9 @@ BLOCKS = Blocks(64, 64, 4, 3, 64, 64, 4, 2, 64, 32, 4, 3)
 # for GPUs with about 100 KB per program (consumer cards: RTX 3090, 4090, 5090)
 SMALL_BLOCKS = Blocks(64, 64, 4, 2, 32, 64, 4, 2, 64, 32, 4, 2)
 LARGE_SHARED_MEMORY = 160 * 1024
+# the last resort, should a GPU's shared memory not hold even those (`fitting`)
+MINIMAL_BLOCKS = Blocks(32, 32, 4, 1, 32, 32, 4, 1, 32, 32, 4, 1)
+TILE_SETS = (BLOCKS, SMALL_BLOCKS, MINIMAL_BLOCKS)
 # small tiles for the Triton interpreter (CPU tests): the same code paths, far less arithmetic
 INTERPRETER_BLOCKS = Blocks(16, 16, 4, 1, 16, 16, 4, 1, 16, 16, 4, 1)
 
@@ -296,18 +298,44 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     )
 
 
-def _blocks(q: torch.Tensor) -> Blocks:
-    if not q.is_cuda:
-        return INTERPRETER_BLOCKS
-    return blocks_for(q.device.index if q.device.index is not None else torch.cuda.current_device())
+_device_blocks: dict[int, Blocks] = {}  # the tiles each GPU runs (stepped down when they overflow)
 
 
-@functools.cache
 def blocks_for(device_index: int) -> Blocks:
-    """The tile sizes for this GPU, by the shared memory one program may use."""
-    props = torch.cuda.get_device_properties(device_index)
-    shared = getattr(props, "shared_memory_per_block_optin", 0)
-    return BLOCKS if shared >= LARGE_SHARED_MEMORY else SMALL_BLOCKS
+    """The tile sizes for this GPU: by the shared memory one program may use, then whatever the
+    kernels stepped down to (`fitting`)."""
+    if device_index not in _device_blocks:
+        props = torch.cuda.get_device_properties(device_index)
+        shared = getattr(props, "shared_memory_per_block_optin", 0)
+        _device_blocks[device_index] = BLOCKS if shared >= LARGE_SHARED_MEMORY else SMALL_BLOCKS
+    return _device_blocks[device_index]
+
+
+def fitting(launch, start: Blocks):
+    """(launch(blocks), blocks) for the first of `start` and the smaller sets after it in
+    `TILE_SETS` that the GPU's shared memory holds: Triton raises OutOfResources when it compiles a
+    kernel whose tiles do not fit, at the first launch (a step's warm-up, before any CUDA graph
+    capture), so trying the next set is safe. Raises the last OutOfResources when none fits."""
+    from triton.runtime.errors import OutOfResources
+
+    sets = TILE_SETS[TILE_SETS.index(start) :] if start in TILE_SETS else (start,)
+    for i, blocks in enumerate(sets):
+        try:
+            return launch(blocks), blocks
+        except OutOfResources:
+            if i == len(sets) - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _tiled(launch, q: torch.Tensor, blocks: Blocks | None):
+    """launch(blocks): the given tiles, the interpreter's on the CPU, else this GPU's, stepped down
+    for good when they do not fit."""
+    if blocks is not None or not q.is_cuda:
+        return launch(blocks or INTERPRETER_BLOCKS)
+    index = q.device.index if q.device.index is not None else torch.cuda.current_device()
+    result, _device_blocks[index] = fitting(launch, blocks_for(index))
+    return result
 
 
 def _ncu(cu: torch.Tensor) -> int:
@@ -315,8 +343,12 @@ def _ncu(cu: torch.Tensor) -> int:
 
 
 def forward(q, k, v, cu, scale: float, blocks: Blocks | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out (T, Hq, D) in q's dtype, lse (Hq, T) float32: base-2 log-sum-exp of the scaled scores)."""
-    b = blocks or _blocks(q)
+    """(out (T, Hq, D) in q's dtype, lse (Hq, T) float32: base-2 log-sum-exp of the scaled scores).
+    `blocks`: the tiles (default: this GPU's, `blocks_for`)."""
+    return _tiled(lambda b: _forward(q, k, v, cu, scale, b), q, blocks)
+
+
+def _forward(q, k, v, cu, scale: float, b: Blocks):
     t, hq, d = q.shape
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     lse = torch.empty(hq, t, dtype=torch.float32, device=q.device)
@@ -331,7 +363,10 @@ def forward(q, k, v, cu, scale: float, blocks: Blocks | None = None) -> tuple[to
 
 def backward(dout, q, k, v, out, lse, cu, scale: float, blocks: Blocks | None = None):
     """(dq, dk, dv), each shaped and typed as its input (contiguous)."""
-    b = blocks or _blocks(q)
+    return _tiled(lambda b: _backward(dout, q, k, v, out, lse, cu, scale, b), q, blocks)
+
+
+def _backward(dout, q, k, v, out, lse, cu, scale: float, b: Blocks):
     t, hq, d = q.shape
     hk = k.shape[1]
     group = hq // hk

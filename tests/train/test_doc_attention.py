@@ -98,3 +98,51 @@ def test_flash_attention_can_be_chosen_instead(monkeypatch):
     assert triton_kernels_chosen()
     monkeypatch.setenv("HIVE_ATTENTION_KERNEL", "flash")
     assert not triton_kernels_chosen()
+
+
+def test_tiles_step_down_until_the_gpu_holds_them():
+    """A GPU whose shared memory the chosen tiles overflow (Triton's OutOfResources at the first
+    launch) gets the next smaller set, and the next, until one fits; when none does, the error
+    stays Triton's own."""
+    from triton.runtime.errors import OutOfResources
+
+    from hive_train import doc_attention as da
+
+    tried = []
+
+    def launch(blocks, limit):
+        tried.append(blocks)
+        if blocks.kv_n * blocks.kv_m > limit:
+            raise OutOfResources(blocks.kv_n * blocks.kv_m, limit, "shared memory")
+        return "ran"
+
+    assert da.fitting(lambda b: launch(b, 10**6), da.BLOCKS) == ("ran", da.BLOCKS)
+    tried.clear()
+    assert da.fitting(lambda b: launch(b, 32 * 32), da.BLOCKS) == ("ran", da.MINIMAL_BLOCKS)
+    assert tried == list(da.TILE_SETS)
+    with pytest.raises(OutOfResources):
+        da.fitting(lambda b: launch(b, 16), da.SMALL_BLOCKS)
+
+
+def test_a_gpu_keeps_the_tiles_that_fit(monkeypatch):
+    """The step-down is remembered per GPU: the next launch starts from the set that fitted."""
+    from types import SimpleNamespace
+
+    from triton.runtime.errors import OutOfResources
+
+    from hive_train import doc_attention as da
+
+    monkeypatch.setattr(da, "_device_blocks", {0: da.BLOCKS})
+    gpu_tensor = SimpleNamespace(is_cuda=True, device=SimpleNamespace(index=0))
+    seen = []
+
+    def launch(blocks):
+        seen.append(blocks)
+        if blocks == da.BLOCKS:
+            raise OutOfResources(1, 0, "shared memory")
+        return blocks
+
+    assert da._tiled(launch, gpu_tensor, None) == da.SMALL_BLOCKS
+    assert da._tiled(launch, gpu_tensor, None) == da.SMALL_BLOCKS
+    assert seen == [da.BLOCKS, da.SMALL_BLOCKS, da.SMALL_BLOCKS]
+    assert da._tiled(launch, gpu_tensor, da.MINIMAL_BLOCKS) == da.MINIMAL_BLOCKS  # given tiles win
