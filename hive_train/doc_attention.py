@@ -47,22 +47,22 @@ class Blocks:
     """Tile sizes: forward and dQ programs own `m` queries and step over `n` keys; the dK/dV
     program owns `kv_n` keys and steps over `kv_m` queries."""
 
-    m: int = 128
-    n: int = 64
-    warps: int = 8
-    stages: int = 3
-    kv_m: int = 64
-    kv_n: int = 128
-    kv_warps: int = 8
-    kv_stages: int = 3
-    dq_m: int = 128
-    dq_n: int = 64
-    dq_warps: int = 8
-    dq_stages: int = 3
+    m: int
+    n: int
+    warps: int
+    stages: int
+    kv_m: int
+    kv_n: int
+    kv_warps: int
+    kv_stages: int
+    dq_m: int
+    dq_n: int
+    dq_warps: int
+    dq_stages: int
 
 
-# tuned on an H200 (`benchmarks/attention_probe.py`, 2026-12-03); up to about 130 KB of shared
-# memory per program, which Hopper and Ampere data-centre GPUs have
+# tuned on an H200 (`benchmarks/attention_probe.py`, 2026-12-03); more shared memory per program
+# than consumer cards have (the forward's three stages of 64-key blocks: about 110 KB)
 BLOCKS = Blocks(64, 64, 4, 3, 64, 64, 4, 2, 64, 32, 4, 3)
 # for GPUs with about 100 KB per program (consumer cards: RTX 3090, 4090, 5090)
 SMALL_BLOCKS = Blocks(64, 64, 4, 2, 32, 64, 4, 2, 64, 32, 4, 2)
