@@ -138,9 +138,9 @@ if triton is not None:
 
     @triton.jit
     def _attn_fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, cu_ptr, n_cu, T, qk_scale,
-             sqt, sqh, skt, skh, svt, svh, sot, soh,
-             GROUP: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-             NCU: tl.constexpr):  # fmt: skip
+                  sqt, sqh, skt, skh, svt, svh, sot, soh,
+                  GROUP: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                  NCU: tl.constexpr):  # fmt: skip
         m0 = tl.program_id(0) * BM
         h = tl.program_id(1)
         rows = m0 + tl.arange(0, BM)
@@ -204,9 +204,9 @@ if triton is not None:
 
     @triton.jit
     def _attn_bwd_kv(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, cu_ptr, n_cu, T,
-                qk_scale, sm_scale, sqt, sqh, skt, skh, svt, svh, sdt, sdh, sdkt, sdkh, sdvt, sdvh,
-                GROUP: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                NCU: tl.constexpr):  # fmt: skip
+                     qk_scale, sm_scale, sqt, sqh, skt, skh, svt, svh, sdt, sdh, sdkt, sdkh, sdvt, sdvh,
+                     GROUP: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                     NCU: tl.constexpr):  # fmt: skip
         n0 = tl.program_id(0) * BN
         hk = tl.program_id(1)
         cols = n0 + tl.arange(0, BN)
@@ -255,9 +255,9 @@ if triton is not None:
 
     @triton.jit
     def _attn_bwd_q(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr, cu_ptr, n_cu, T, qk_scale, sm_scale,
-               sqt, sqh, skt, skh, svt, svh, sdt, sdh, sdqt, sdqh,
-               GROUP: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-               NCU: tl.constexpr):  # fmt: skip
+                    sqt, sqh, skt, skh, svt, svh, sdt, sdh, sdqt, sdqh,
+                    GROUP: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                    NCU: tl.constexpr):  # fmt: skip
         m0 = tl.program_id(0) * BM
         h = tl.program_id(1)
         rows = m0 + tl.arange(0, BM)
